@@ -1,0 +1,416 @@
+"""The exact Adam step for every formula the spec names.
+
+`step()` takes the very inputs a backend sees (its prior state, gradients,
+hyperparameters) and returns the exact next state with, element-wise, the error
+scale S of `reference.tracked`. Two hyperparameter modes:
+
+  rounded  the hyperparameters are first rounded the way the variant rounds them
+           (spec fields hyper_dtype, lr_dtype, one_minus_beta), and those rounded
+           values are the exact inputs: this is what the backend computes with.
+  decimal  the hyperparameters are the decimals the user wrote; S then includes the
+           sensitivity of the result to rounding each of them (1 - beta_2 has
+           condition number ~1000 at beta_2 = 0.999).
+
+Derived scalars (beta powers, step size, bias corrections, schedule values) are
+computed exactly from those inputs and carry the roundings a backend spends on them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import gmpy2
+import numpy as np
+
+from spec.model import Variant
+from reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype
+from reference.tracked import Arith, Tracked, const, decimal_of, exact, fmt, from_array, to_float64
+
+DEFAULT_PRECISION = 113
+MODES = ("rounded", "decimal")
+
+
+class ReferenceError(ValueError):
+    """Inputs the documented API would reject, or that the reference cannot evaluate."""
+
+
+@dataclass
+class ExactState:
+    """A state whose arrays are exact (Tracked) values; the reference's working form."""
+
+    params: list[Tracked]
+    m: list[Tracked]
+    v: list[Tracked]
+    iterations: int
+    vhat: list[Tracked] | None = None
+    ema: list[Tracked] | None = None
+    beta1_power: Tracked | None = None
+    beta2_power: Tracked | None = None
+
+    @classmethod
+    def from_state(cls, st: AdamState) -> "ExactState":
+        conv = lambda xs: None if xs is None else [from_array(x) for x in xs]  # noqa: E731
+        bp = lambda p: None if p is None else const(float(p))  # noqa: E731
+        return cls(conv(st.params), conv(st.m), conv(st.v), st.iterations, conv(st.vhat),
+                   conv(st.ema), bp(st.beta1_power), bp(st.beta2_power))
+
+    def fields(self) -> dict[str, list[Tracked]]:
+        out = {"params": self.params, "m": self.m, "v": self.v}
+        if self.vhat is not None:
+            out["vhat"] = self.vhat
+        if self.ema is not None:
+            out["ema"] = self.ema
+        return out
+
+    def rounded(self, dtype: str) -> AdamState:
+        """The exact state rounded to the dtype (via float64), as a plain AdamState."""
+        dt = np_dtype(dtype)
+        r = lambda xs: None if xs is None else [to_float64(t).astype(dt) for t in xs]  # noqa: E731
+        p = lambda t: None if t is None else float(np.float32(float(t.x)))  # noqa: E731
+        return AdamState(r(self.params), r(self.m), r(self.v), self.iterations, r(self.vhat),
+                         p(self.beta1_power), p(self.beta2_power), r(self.ema))
+
+
+@dataclass
+class StepResult:
+    """The exact state after one step and the error scale of each element."""
+
+    state: ExactState
+    dtype: str
+    alpha: Tracked | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def exact(self, name: str) -> list[np.ndarray]:
+        return [t.x for t in self.state.fields()[name]]
+
+    def scale(self, name: str) -> list[np.ndarray]:
+        return [np.broadcast_to(t.s, t.shape) for t in self.state.fields()[name]]
+
+    def margin(self, name: str) -> list[np.ndarray]:
+        return [np.broadcast_to(t.margin, t.shape) for t in self.state.fields()[name]]
+
+    def approx(self, name: str) -> list[np.ndarray]:
+        return [to_float64(t) for t in self.state.fields()[name]]
+
+
+# -- rounding of hyperparameters ---------------------------------------------------
+
+def _round_to(x: float, dtype: str) -> float:
+    return float(np.asarray(x, dtype=np.float64).astype(np_dtype(dtype)))
+
+
+def _u_ratio(holder: str, dtype: str) -> float:
+    return fmt(holder).u / fmt(dtype).u
+
+
+class _Scalars:
+    """Turns user hyperparameters into the tracked scalars a backend computes with."""
+
+    def __init__(self, variant: Variant, dtype: str, mode: str) -> None:
+        if mode not in MODES:
+            raise ReferenceError(f"unknown hyperparameter mode {mode!r}; use one of {', '.join(MODES)}")
+        self.variant, self.dtype, self.mode = variant, dtype, mode
+
+    def _holder(self, kind: str) -> str:
+        """Where a hyperparameter is held before it meets the parameters: lr and eps per
+        the spec, betas in hyper_dtype, and plain Python floats (clip thresholds,
+        decay, weight_decay, EMA momentum) converted straight to the parameter dtype."""
+        v = self.variant
+        h = {"lr": v.lr_dtype, "eps": v.eps_dtype or v.hyper_dtype, "beta": v.hyper_dtype}.get(kind, "param")
+        return self.dtype if h == "param" else h
+
+    def primary(self, x: float, kind: str = "beta") -> Tracked:
+        """A hyperparameter as held by the variant, then cast to the parameter dtype."""
+        holder = self._holder(kind)
+        if self.mode == "rounded":
+            return const(_round_to(_round_to(x, holder), self.dtype))
+        cast = abs(x) if holder != self.dtype else 0.0
+        return const(decimal_of(x), abs(x) * _u_ratio(holder, self.dtype) + cast)
+
+    def one_minus(self, beta: float, A: Arith) -> Tracked:
+        """1 - beta, formed the variant's way (spec field one_minus_beta)."""
+        if self.variant.one_minus_beta == "in-dtype":
+            return A.sub(const(1), self.primary(beta))
+        c = 1.0 - float(beta)
+        if self.mode == "rounded":
+            return const(_round_to(c, self.dtype))
+        return const(1 - decimal_of(beta), abs(c))
+
+    def power_base(self, beta: float) -> Tracked:
+        """The beta that beta**t is formed from (torch forms bias corrections in double)."""
+        if self.variant.hyper_dtype == "float64":
+            if self.mode == "rounded":
+                return const(float(beta))
+            return const(decimal_of(beta), abs(beta) * _u_ratio("float64", self.dtype))
+        return self.primary(beta)
+
+
+# -- the step ---------------------------------------------------------------------
+
+def step(variant: Variant, dtype: str, hyper: Hyper, state: AdamState | ExactState,
+         grads: Sequence[Grad], *, mode: str = "rounded",
+         precision: int = DEFAULT_PRECISION) -> StepResult:
+    """One exact Adam step of `variant` from `state` with `grads` (see module doc)."""
+    with gmpy2.local_context(gmpy2.context(), precision=precision), np.errstate(all="ignore"):
+        ex = state if isinstance(state, ExactState) else ExactState.from_state(state)
+        return _step(variant, dtype, hyper, ex, list(grads), mode)
+
+
+def trajectory(variant: Variant, dtype: str, hyper: Hyper, state: AdamState,
+               grads_seq: Sequence[Sequence[Grad]], *, mode: str = "rounded",
+               precision: int = DEFAULT_PRECISION) -> list[StepResult]:
+    """Exact multi-step run: each step starts from the previous exact state."""
+    out: list[StepResult] = []
+    with gmpy2.local_context(gmpy2.context(), precision=precision), np.errstate(all="ignore"):
+        ex = ExactState.from_state(state)
+        for grads in grads_seq:
+            res = _step(variant, dtype, hyper, ex, list(grads), mode)
+            out.append(res)
+            ex = res.state
+    return out
+
+
+def _validate(variant: Variant, hyper: Hyper, state: ExactState, grads: list[Grad]) -> None:
+    n = len(state.params)
+    if len(grads) != n:
+        raise ReferenceError(f"{len(grads)} gradients for {n} parameters; pass one gradient (or None) per parameter")
+    if all(g is None for g in grads):
+        raise ReferenceError("no gradient for any variable: at least one gradient must be given")
+    lacking = sorted(hyper.features() - set(variant.features))
+    if lacking:
+        raise ReferenceError(f"variant {variant.id} has no {', '.join(lacking)}; drop it from the hyperparameters")
+    if variant.sparse == "unsupported" and any(isinstance(g, SparseGrad) for g in grads):
+        raise ReferenceError(f"variant {variant.id} takes no sparse gradients; densify them first")
+    if hyper.amsgrad and state.vhat is None:
+        raise ReferenceError("amsgrad is on but the state has no vhat; give vhat (zeros for a fresh run)")
+    if hyper.use_ema and state.ema is None:
+        raise ReferenceError("use_ema is on but the state has no ema averages; give ema (a copy of params)")
+    if variant.clip_policy == "exclusive":
+        on = [k for k in ("clipnorm", "clipvalue", "global_clipnorm") if getattr(hyper, k) is not None]
+        if len(on) > 1:
+            raise ReferenceError(f"variant {variant.id} accepts at most one of clipnorm, clipvalue, global_clipnorm; got {', '.join(on)}")
+    if variant.clip_policy == "first-of" and hyper.clipnorm is not None and hyper.global_clipnorm is not None:
+        raise ReferenceError(f"variant {variant.id} accepts at most one of clipnorm and global_clipnorm")
+    for k in ("clipnorm", "clipvalue", "global_clipnorm"):
+        val = getattr(hyper, k)
+        if val is not None and not val > 0:
+            raise ReferenceError(f"{k} must be positive, got {val}")
+    for p, g in zip(state.params, grads):
+        if isinstance(g, SparseGrad):
+            if tuple(g.dense_shape) != tuple(p.shape):
+                raise ReferenceError(f"sparse gradient of shape {tuple(g.dense_shape)} for a parameter of shape {p.shape}")
+            idx = np.asarray(g.indices)
+            if idx.size and (idx.min() < 0 or idx.max() >= p.shape[0]):
+                raise ReferenceError("sparse gradient index out of range of the parameter's first dimension")
+        elif g is not None and np.shape(g) != p.shape:
+            raise ReferenceError(f"gradient of shape {np.shape(g)} for a parameter of shape {p.shape}")
+
+
+def _learning_rate(sc: _Scalars, A: Arith, hyper: Hyper, iterations: int) -> Tracked:
+    """The learning rate of this step: a schedule at the count before the increment,
+    then legacy `decay` as lr / (1 + decay * iterations)."""
+    lr = hyper.learning_rate
+    if isinstance(lr, Schedule):
+        # A backend evaluates the schedule in float and holds it in lr_dtype; its exact
+        # value is unknown to us in either mode, so count those roundings in S.
+        val, roundings = _schedule_exact(lr, iterations)
+        extra = _u_ratio(sc._holder("lr"), sc.dtype) + 1
+        t = const(val, abs(float(val)) * (roundings + extra))
+    else:
+        t = sc.primary(float(lr), "lr")
+    if hyper.decay:
+        d = sc.primary(hyper.decay, "param")
+        t = A.div(t, A.add(const(1), A.mul(d, const(iterations))))
+    return t
+
+
+def _schedule_exact(s: Schedule, step_: int) -> tuple[gmpy2.mpfr, int]:
+    """The schedule's exact value and how many roundings a float evaluation spends."""
+    if s.kind == "piecewise":
+        for b, val in zip(s.boundaries, s.values):
+            if step_ <= b:
+                return decimal_of(val), 0
+        return decimal_of(s.values[-1]), 0
+    p = exact(step_) / decimal_of(s.steps)
+    if s.staircase:
+        p = gmpy2.floor(p)
+    if s.kind == "exponential":
+        return decimal_of(s.initial) * decimal_of(s.rate) ** p, 4
+    return decimal_of(s.initial) / (1 + decimal_of(s.rate) * p), 4
+
+
+def _dense_grad(A: Arith, g: Grad, shape: tuple[int, ...]) -> Tracked:
+    """Gradient as an exact dense array; sparse duplicates are summed, each sum rounding."""
+    if not isinstance(g, SparseGrad):
+        return from_array(g)
+    vals = from_array(np.asarray(g.values))
+    x = np.empty(shape, dtype=object)
+    x[...] = exact(0)
+    f = np.zeros(shape)
+    mag = np.zeros(shape)
+    count = np.zeros(shape[:1], dtype=np.int64)
+    idx = np.asarray(g.indices, dtype=np.int64)
+    np.add.at(x, idx, vals.x)
+    np.add.at(f, idx, vals.f)
+    np.add.at(mag, idx, np.abs(vals.f))
+    np.add.at(count, idx, 1)
+    extra = np.maximum(count - 1, 0).reshape((-1,) + (1,) * (len(shape) - 1))
+    return Tracked(x, f, extra * mag, np.full(shape, math.inf))
+
+
+def _clip(A: Arith, sc: _Scalars, policy: str, hyper: Hyper, gs: list[Tracked | None]) -> list[Tracked | None]:
+    order = ["clipvalue", "clipnorm", "global_clipnorm"]
+    if policy == "first-of":
+        first = next((k for k in ("clipnorm", "global_clipnorm", "clipvalue") if getattr(hyper, k) is not None), None)
+        order = [first] if first else []
+    active = [k for k in order if getattr(hyper, k) is not None]
+    for k in active:
+        c = sc.primary(getattr(hyper, k), "param")
+        if k == "clipvalue":
+            gs = [None if g is None else A.clip(g, c) for g in gs]
+        elif k == "clipnorm":
+            gs = [None if g is None else _scale_by_norm(A, g, _norm(A, [g]), c) for g in gs]
+        else:
+            norm = _norm(A, [g for g in gs if g is not None])
+            gs = [None if g is None else _scale_by_norm(A, g, norm, c) for g in gs]
+    return gs
+
+
+def _norm(A: Arith, gs: list[Tracked]) -> Tracked:
+    total = None
+    for g in gs:
+        part = A.sum(A.mul(g, g))
+        total = part if total is None else A.add(total, part)
+    return A.sqrt(total)
+
+
+def _scale_by_norm(A: Arith, g: Tracked, norm: Tracked, c: Tracked) -> Tracked:
+    """g * c / max(norm, c): unchanged (up to two roundings) when the norm is within c."""
+    return A.div(A.mul(g, c), A.maximum(norm, c))
+
+
+def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: list[Grad],
+          mode: str) -> StepResult:
+    _validate(variant, hyper, st, grads)
+    A = Arith(dtype)
+    sc = _Scalars(variant, dtype, mode)
+    t = st.iterations + 1
+    notes: list[str] = []
+
+    # scalars shared by every parameter
+    lr = _learning_rate(sc, A, hyper, st.iterations)
+    b1, b2 = sc.primary(hyper.beta_1), sc.primary(hyper.beta_2)
+    c1, c2 = sc.one_minus(hyper.beta_1, A), sc.one_minus(hyper.beta_2, A)
+    eps = sc.primary(variant.effective_epsilon(hyper.epsilon), "eps")
+    next_p1 = next_p2 = None
+    if variant.beta_powers == "accumulated":
+        # TF1: float32 accumulators, used cast to the parameter dtype, then multiplied
+        # by beta in float32 for the next step.
+        f32 = Arith("float32")
+        acc1 = st.beta1_power if st.beta1_power is not None else _f32_beta(sc, hyper.beta_1)
+        acc2 = st.beta2_power if st.beta2_power is not None else _f32_beta(sc, hyper.beta_2)
+        p1, p2 = _cast_power(acc1, dtype, mode), _cast_power(acc2, dtype, mode)
+        next_p1 = f32.mul(acc1, _f32_beta(sc, hyper.beta_1))
+        next_p2 = f32.mul(acc2, _f32_beta(sc, hyper.beta_2))
+    else:
+        tt = t if mode == "decimal" or variant.hyper_dtype == "float64" else _round_to(t, dtype)
+        if tt != t:
+            notes.append(f"step count {t} is held as {tt:g} in {dtype}")
+        p1 = _pow(A, sc.power_base(hyper.beta_1), tt)
+        p2 = _pow(A, sc.power_base(hyper.beta_2), tt)
+    one = const(1)
+    bc1, bc2 = A.sub(one, p1), A.sub(one, p2)
+
+    gs: list[Tracked | None] = [None if g is None else _dense_grad(A, g, p.shape)
+                                for g, p in zip(grads, st.params)]
+    if variant.clip_policy != "none":
+        gs = _clip(A, sc, variant.clip_policy, hyper, gs)
+
+    alpha = None
+    if variant.formula == "epsilon-hat":
+        alpha = A.div(A.mul(lr, A.sqrt(bc2)), bc1)
+        if hyper.adaptive_epsilon:
+            eps = A.mul(eps, A.sqrt(bc2))
+    wd = sc.primary(hyper.weight_decay, "param") if hyper.weight_decay else None
+    mu = sc.primary(hyper.ema_momentum, "param") if hyper.use_ema else None
+    if mu is not None and st.iterations == 0 and variant.ema_first_step == "copy":
+        mu = const(0)   # Keras 3: the first average is a copy of the updated variable
+    freq = hyper.ema_overwrite_frequency
+    overwrite = bool(mu is not None and freq and (st.iterations + 1) % freq == 0)
+
+    out = ExactState([], [], [], t,
+                     [] if st.vhat is not None else None,
+                     [] if st.ema is not None else None, next_p1, next_p2)
+    for i, (p, m, v, g) in enumerate(zip(st.params, st.m, st.v, gs)):
+        vh = st.vhat[i] if st.vhat is not None else None
+        av = st.ema[i] if st.ema is not None else None
+        if g is None:  # no gradient: the variable and its slots stay; its EMA still moves
+            av2 = A.lerp(av, p, A.sub(one, mu), mu) if mu is not None else av
+            out.params.append(av2 if overwrite else p); out.m.append(m); out.v.append(v)
+            if vh is not None:
+                out.vhat.append(vh)
+            if av is not None:
+                out.ema.append(av2)
+            continue
+        if wd is not None and variant.weight_decay == "l2":
+            g = A.add(g, A.mul(wd, p))
+        if wd is not None and variant.weight_decay == "decoupled":
+            p = A.sub(p, A.mul(A.mul(p, wd), lr))
+        m2 = A.lerp(m, g, c1, b1)
+        v2 = A.lerp(v, A.mul(g, g), c2, b2)
+        vh2 = None
+        if variant.formula == "epsilon-hat":
+            den_v = v2
+            if hyper.amsgrad:
+                vh2 = A.maximum(vh, v2)
+                den_v = vh2
+            upd = A.div(A.mul(alpha, m2), A.add(A.sqrt(den_v), eps))
+        else:
+            vc = A.div(v2, bc2)
+            if hyper.amsgrad and variant.amsgrad == "optax":
+                vh2 = A.maximum(vh, vc)
+                vc = vh2
+            elif hyper.amsgrad:
+                vh2 = A.maximum(vh, v2)
+                vc = A.div(vh2, bc2)
+            if hyper.eps_root:
+                vc = A.add(vc, sc.primary(hyper.eps_root, "eps"))
+            upd = A.div(A.mul(lr, A.div(m2, bc1)), A.add(A.sqrt(vc), eps))
+        p2_ = A.sub(p, upd)
+        av2 = None
+        if mu is not None:
+            av2 = A.lerp(av, p2_, A.sub(one, mu), mu)
+            if overwrite:
+                p2_ = av2
+        out.params.append(p2_); out.m.append(m2); out.v.append(v2)
+        if out.vhat is not None:
+            out.vhat.append(vh2 if vh2 is not None else vh)
+        if out.ema is not None:
+            out.ema.append(av2 if av2 is not None else av)
+    return StepResult(out, dtype, alpha, notes)
+
+
+def _pow(A: Arith, base: Tracked, n: float) -> Tracked:
+    if float(n).is_integer():
+        return A.pow_int(base, int(n))
+    x = base.x ** exact(n)
+    return Tracked(x, float(x), 2.0 * abs(float(x)) + n * abs(float(x)) * (base.s / abs(base.f) if base.f else 0))
+
+
+def _f32_beta(sc: _Scalars, beta: float) -> Tracked:
+    """Beta as TF1 holds it for its accumulators (float32; S in float32 units)."""
+    if sc.mode == "rounded":
+        return const(_round_to(beta, "float32"))
+    return const(decimal_of(beta), abs(beta))
+
+
+def _cast_power(p: Tracked, dtype: str, mode: str) -> Tracked:
+    """A float32 accumulator cast to the parameter dtype: exact unless the dtype is
+    narrower than float32, when the cast rounds once."""
+    ratio = fmt("float32").u / fmt(dtype).u
+    if dtype in ("float32", "float64"):
+        return Tracked(p.x, p.f, p.s * ratio, p.margin)
+    if mode == "rounded" and p.s == 0:
+        return const(_round_to(float(p.x), dtype))
+    return Tracked(p.x, p.f, p.s * ratio + abs(p.f), p.margin)
