@@ -1,0 +1,1 @@
+"""The gate: backend protocol, bundled backends, hypothesis checks, runner and CLI."""

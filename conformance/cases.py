@@ -1,0 +1,145 @@
+"""One check case as data: saved exactly (floats in hex) so a failure can be replayed.
+
+A case is a StepInput plus the clause and check it belongs to. `save`/`load` round-
+trip it bit for bit; `adamconf replay FILE --backend B` runs exactly that case again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reference.state import AdamState, Hyper, Schedule, SparseGrad, StepInput, dtype_name, np_dtype
+
+FORMAT = "adamconf-case/1"
+
+
+class CaseError(ValueError):
+    """A case file that cannot be read back."""
+
+
+def _arr(a: np.ndarray) -> dict[str, Any]:
+    a = np.asarray(a)
+    return {"dtype": dtype_name(a.dtype), "shape": list(a.shape),
+            "hex": [float(x).hex() for x in a.astype(np.float64).ravel()]}
+
+
+def _unarr(d: dict[str, Any]) -> np.ndarray:
+    vals = np.array([float.fromhex(h) for h in d["hex"]], dtype=np.float64)
+    return vals.reshape(d["shape"]).astype(np_dtype(d["dtype"]))
+
+
+def _arrs(xs: list[np.ndarray] | None) -> list[dict[str, Any]] | None:
+    return None if xs is None else [_arr(x) for x in xs]
+
+
+def _unarrs(xs: list[dict[str, Any]] | None) -> list[np.ndarray] | None:
+    return None if xs is None else [_unarr(x) for x in xs]
+
+
+def _grad(g: Any) -> Any:
+    if g is None:
+        return None
+    if isinstance(g, SparseGrad):
+        return {"sparse": True, "indices": [int(i) for i in np.asarray(g.indices)],
+                "values": _arr(g.values), "dense_shape": list(g.dense_shape)}
+    return _arr(g)
+
+
+def _ungrad(d: Any) -> Any:
+    if d is None:
+        return None
+    if d.get("sparse"):
+        return SparseGrad(np.array(d["indices"], dtype=np.int64), _unarr(d["values"]), tuple(d["dense_shape"]))
+    return _unarr(d)
+
+
+def _hyper(h: Hyper) -> dict[str, Any]:
+    d = dataclasses.asdict(h)
+    lr = h.learning_rate
+    if isinstance(lr, Schedule):
+        d["learning_rate"] = {"schedule": dataclasses.asdict(lr)}
+    for k, v in d.items():
+        if isinstance(v, float):
+            d[k] = {"hex": v.hex()}
+    return d
+
+
+def _unhyper(d: dict[str, Any]) -> Hyper:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and "hex" in v:
+            v = float.fromhex(v["hex"])
+        elif isinstance(v, dict) and "schedule" in v:
+            s = dict(v["schedule"])
+            s["boundaries"] = tuple(s.get("boundaries", ()))
+            s["values"] = tuple(s.get("values", ()))
+            v = Schedule(**s)
+        out[k] = v
+    return Hyper(**out)
+
+
+def to_json(inp: StepInput, clause: str = "", check: str = "") -> dict[str, Any]:
+    st = inp.state
+    return {
+        "format": FORMAT, "clause": clause, "check": check,
+        "variant": inp.variant, "dtype": inp.dtype, "hyper": _hyper(inp.hyper),
+        "state": {"params": _arrs(st.params), "m": _arrs(st.m), "v": _arrs(st.v),
+                  "iterations": st.iterations, "vhat": _arrs(st.vhat), "ema": _arrs(st.ema),
+                  "beta1_power": None if st.beta1_power is None else float(st.beta1_power).hex(),
+                  "beta2_power": None if st.beta2_power is None else float(st.beta2_power).hex()},
+        "grads": [_grad(g) for g in inp.grads],
+    }
+
+
+def from_json(d: dict[str, Any]) -> tuple[StepInput, str, str]:
+    if d.get("format") != FORMAT:
+        raise CaseError(f"not an adamconf case (format {d.get('format')!r}, expected {FORMAT!r})")
+    try:
+        s = d["state"]
+        bp = lambda h: None if h is None else float.fromhex(h)  # noqa: E731
+        state = AdamState(_unarrs(s["params"]), _unarrs(s["m"]), _unarrs(s["v"]), int(s["iterations"]),
+                          _unarrs(s["vhat"]), bp(s["beta1_power"]), bp(s["beta2_power"]), _unarrs(s["ema"]))
+        inp = StepInput(d["variant"], d["dtype"], _unhyper(d["hyper"]), state,
+                        tuple(_ungrad(g) for g in d["grads"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CaseError(f"malformed case: {type(e).__name__}: {e}") from None
+    return inp, d.get("clause", ""), d.get("check", "")
+
+
+def save(path: Path, inp: StepInput, clause: str, check: str) -> None:
+    """Write atomically: a crash never leaves a half-written case behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(to_json(inp, clause, check), indent=1))
+    tmp.replace(path)
+
+
+def load(path: Path) -> tuple[StepInput, str, str]:
+    try:
+        d = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CaseError(f"no case file at {path}") from None
+    except json.JSONDecodeError as e:
+        raise CaseError(f"{path} is not valid JSON ({e}); re-run the check to write it again") from None
+    return from_json(d)
+
+
+def describe(inp: StepInput, limit: int = 6) -> str:
+    """A short human-readable rendering of a case for failure messages."""
+    h = inp.hyper
+    parts = [f"variant={inp.variant} dtype={inp.dtype} iterations={inp.state.iterations}",
+             f"lr={h.learning_rate!r} beta_1={h.beta_1!r} beta_2={h.beta_2!r} epsilon={h.epsilon!r}"]
+    extras = {k: getattr(h, k) for k in ("amsgrad", "decay", "clipvalue", "clipnorm", "global_clipnorm",
+                                         "weight_decay", "use_ema", "adaptive_epsilon") if getattr(h, k)}
+    if extras:
+        parts.append(" ".join(f"{k}={v!r}" for k, v in extras.items()))
+    for i, (p, g) in enumerate(zip(inp.state.params, inp.grads)):
+        flat = lambda a: np.asarray(a, dtype=np.float64).ravel()[:limit].tolist()  # noqa: E731
+        gs = "None" if g is None else (f"sparse(indices={np.asarray(g.indices).tolist()[:limit]}, values={flat(g.values)})"
+                                       if isinstance(g, SparseGrad) else str(flat(g)))
+        parts.append(f"var{i} shape={np.shape(p)} param={flat(p)} m={flat(inp.state.m[i])} v={flat(inp.state.v[i])} grad={gs}")
+    return "\n".join(parts)

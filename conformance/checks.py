@@ -1,0 +1,182 @@
+"""The checks, one per numeric promise, and which clauses each one covers.
+
+A check names the spec features it exercises, the scenario strategy it draws from,
+and the tolerance family whose K it is judged by. `COVERS` maps each check to the
+clause suffixes (`area.promise`, the clause id without its page prefix) it tests, so
+a clause is covered only when a check says so; every other clause is reported as
+uncovered.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from hypothesis import strategies as st
+
+from conformance import strategies as S
+from reference.state import np_dtype
+from reference.state import AdamState, Hyper, StepInput
+from spec.model import Clause, Variant
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    family: str                        # tolerance family (spec/tolerances.toml)
+    features: frozenset[str]           # spec features the variant and backend need
+    doc: str
+    strategy: Callable[[Variant, str], st.SearchStrategy] | None = None
+    kind: str = "step"                 # "step" | "trajectory" | "raises"
+    covers: tuple[str, ...] = field(default_factory=tuple)
+    dtypes: tuple[str, ...] | None = None  # None: every dtype
+    clip_policies: tuple[str, ...] | None = None  # None: any policy
+
+    def applies_to(self, variant: Variant, dtype: str | None = None) -> bool:
+        if dtype is not None and self.dtypes is not None and dtype not in self.dtypes:
+            return False
+        if self.clip_policies is not None and variant.clip_policy not in self.clip_policies:
+            return False
+        return self.features <= variant.features
+
+
+def _scn(features: frozenset[str] = frozenset(), **kw) -> Callable[[Variant, str], st.SearchStrategy]:
+    return lambda v, d: S.scenarios(v, d, features, **kw)
+
+
+def _example(variant: Variant, dtype: str) -> st.SearchStrategy[StepInput]:
+    """The keras-legacy usage example: lr 0.1, var 10.0, loss var**2/2 (grad = var)."""
+    p = np.array(10.0, dtype=np_dtype(dtype))
+    st_ = AdamState.zeros_like([p])
+    if variant.beta_powers == "accumulated":
+        st_.beta1_power, st_.beta2_power = float(np.float32(0.9)), float(np.float32(0.999))
+    eps = variant.default("epsilon", 1e-7)
+    return st.just(StepInput(variant.id, dtype, Hyper(learning_rate=0.1, epsilon=eps), st_, (p.copy(),)))
+
+
+def _migrate(variant: Variant, dtype: str) -> st.SearchStrategy[StepInput]:
+    """The compat.v1 page's before/after example: x = [1, 2, 3], grad [0.1, 0.2, 0.3], lr 0.001."""
+    x = np.array([1.0, 2.0, 3.0], dtype=np_dtype(dtype))
+    g = np.array([0.1, 0.2, 0.3], dtype=np_dtype(dtype))
+    st_ = AdamState.zeros_like([x])
+    if variant.beta_powers == "accumulated":
+        st_.beta1_power, st_.beta2_power = float(np.float32(0.9)), float(np.float32(0.999))
+    return st.just(StepInput(variant.id, dtype, Hyper(learning_rate=0.001, epsilon=variant.default("epsilon", 1e-7)), st_, (g,)))
+
+
+def _frozen(variant: Variant, dtype: str) -> st.SearchStrategy[StepInput]:
+    """Default betas in a narrow dtype: beta_2 = 0.999 rounds to 1 in bfloat16."""
+    return S.scenarios(variant, dtype, edge=False).map(
+        lambda inp: StepInput(inp.variant, inp.dtype, inp.hyper.replace(beta_1=0.9, beta_2=0.999), inp.state, inp.grads))
+
+
+def _no_gradients(variant: Variant, dtype: str) -> st.SearchStrategy[StepInput]:
+    """A valid state whose every gradient is None."""
+    return S.scenarios(variant, dtype, edge=False).map(
+        lambda inp: StepInput(inp.variant, inp.dtype, inp.hyper, inp.state, tuple(None for _ in inp.grads)))
+
+
+def _trajectory(variant: Variant, dtype: str) -> st.SearchStrategy:
+    """A start from zeros and 2-5 further gradient sets: the backend's own trajectory."""
+    @st.composite
+    def build(draw):
+        start = draw(S.scenarios(variant, dtype, fresh=True, edge=False))
+        n = draw(st.integers(2, 5))
+        more = [tuple(draw(S.arrays(dtype, np.shape(p), S.scalars(dtype, edge=False))) for p in start.state.params)
+                for _ in range(n - 1)]
+        return start, [start.grads] + more
+    return build()
+
+
+def _special(variant: Variant, dtype: str) -> st.SearchStrategy[StepInput]:
+    """Zero, signed zero, subnormal, huge, infinite and NaN gradients and states."""
+    base = S.scenarios(variant, dtype, n_vars=(1, 1), edge=False)
+
+    @st.composite
+    def build(draw):
+        inp = draw(base)
+        g = inp.grads[0]
+        vals = draw(st.lists(S.special_values(dtype), min_size=g.size, max_size=g.size))
+        g2 = np.asarray(vals, dtype=np.float64).reshape(g.shape).astype(g.dtype)
+        return StepInput(inp.variant, inp.dtype, inp.hyper, inp.state, (g2,))
+    return build()
+
+
+CHECKS: dict[str, Check] = {c.name: c for c in [
+    Check("dense", "step", frozenset(), "one dense step from an arbitrary reachable state", _scn(),
+          covers=("update.moments", "update.step-size", "update.epsilon-hat", "iterations.increment",
+                  "update.rule", "update.bias-correction", "update.beta-powers", "update.pow-beta-powers",
+                  "update.accumulated-beta-powers", "update.kernel-order", "update.algorithm-1-epsilon",
+                  "update.algorithm-1", "update.bias-corrections-double", "state.beta-powers")),
+    Check("fresh", "step", frozenset(), "the first step from the documented initial state (m = v = 0, t = 0)",
+          _scn(fresh=True), covers=("state.zero-init", "state.initialisation", "update.first-step")),
+    Check("trajectory", "trajectory", frozenset(), "several steps, each judged from the backend's own previous state",
+          _trajectory, kind="trajectory", covers=("update.trajectory", "state.accumulated-beta-powers")),
+    Check("amsgrad", "amsgrad", frozenset({"amsgrad"}), "AMSGrad: running max of v in the denominator",
+          _scn(frozenset({"amsgrad"})), covers=("amsgrad.max-rule", "amsgrad.state", "amsgrad.raw-max",
+                                                "amsgrad.torch-form", "amsgrad.optax-form", "amsgrad.form")),
+    Check("sparse", "sparse", frozenset({"sparse"}), "IndexedSlices with repeated indices: dense-equivalent",
+          _scn(sparse=True), covers=("sparse.dense-equivalent", "sparse.untouched-rows-move",
+                                     "sparse.whole-accumulator-decays", "sparse.duplicates-summed",
+                                     "sparse.densified")),
+    Check("none-grad", "step", frozenset(), "a variable whose gradient is None is left untouched",
+          _scn(n_vars=(2, 3), allow_none=True), covers=("state.none-gradient-skipped", "update.none-gradient")),
+    Check("no-gradients", "step", frozenset(), "no gradient for any variable is an error (ValueError)",
+          _no_gradients, kind="raises", covers=("error.no-gradients",)),
+    Check("clip-exclusive", "step", frozenset({"clipvalue", "clipnorm", "global_clipnorm"}),
+          "setting more than one clip option is an error (ValueError)",
+          _scn(frozenset({"clipvalue", "clipnorm", "global_clipnorm"}), edge=False), kind="raises",
+          covers=("clip.exclusive", "error.clip-exclusive", "clip.at-most-one"), clip_policies=("exclusive",)),
+    Check("clipnorm-with-global", "step", frozenset({"clipnorm", "global_clipnorm"}),
+          "clipnorm together with global_clipnorm is an error (ValueError)",
+          _scn(frozenset({"clipnorm", "global_clipnorm"}), edge=False), kind="raises",
+          covers=("error.clipnorm-with-global",), clip_policies=("first-of",)),
+    Check("clipvalue", "clip", frozenset({"clipvalue"}), "each gradient element clipped to [-c, c]",
+          _scn(frozenset({"clipvalue"})), covers=("clip.clipvalue",)),
+    Check("clipnorm", "clip", frozenset({"clipnorm"}), "each gradient tensor scaled to norm at most c",
+          _scn(frozenset({"clipnorm"})), covers=("clip.clipnorm",)),
+    Check("global_clipnorm", "clip", frozenset({"global_clipnorm"}), "all gradients scaled to global norm at most c",
+          _scn(frozenset({"global_clipnorm"}), n_vars=(1, 3)), covers=("clip.global-clipnorm", "clip.global_clipnorm")),
+    Check("clip-combined", "clip", frozenset({"clipvalue", "clipnorm", "global_clipnorm"}),
+          "several clip options at once, applied in the variant's order or precedence",
+          _scn(frozenset({"clipvalue", "clipnorm", "global_clipnorm"})), covers=("clip.order", "clip.precedence", "clip.first-of"),
+          clip_policies=("sequential", "first-of")),
+    Check("decay", "step", frozenset({"decay"}), "legacy decay: lr / (1 + decay * iterations), count before the increment",
+          _scn(frozenset({"decay"})), covers=("decay.inverse-time", "kwargs.decay")),
+    Check("schedule", "schedule", frozenset({"schedule"}), "a learning-rate schedule evaluated at the count before the increment",
+          _scn(frozenset({"schedule"})), covers=("schedule.learning-rate", "schedule.evaluated-at", "schedule.count")),
+    Check("weight_decay", "step", frozenset({"weight_decay"}), "decoupled weight decay before the update",
+          _scn(frozenset({"weight_decay"})), covers=("weight-decay.decoupled", "wd.decoupled", "weight_decay.decoupled",
+                                                     "weight-decay.l2", "wd.l2", "update.weight-decay",
+                                                     "update.l2-weight-decay")),
+    Check("ema", "ema", frozenset({"ema"}), "EMA of the weights and its overwrite frequency",
+          _scn(frozenset({"ema"})), covers=("ema.momentum-formula", "ema.overwrite-frequency", "ema.no-overwrite",
+                                            "ema.first-step")),
+    Check("adaptive_epsilon", "step", frozenset({"adaptive_epsilon"}), "adaptive_epsilon: eps * sqrt(1 - beta_2^t)",
+          _scn(frozenset({"adaptive_epsilon"})), covers=("update.adaptive-epsilon", "adaptive-epsilon.formula")),
+    Check("eps_root", "step", frozenset({"eps_root"}), "optax eps_root inside the square root",
+          _scn(frozenset({"eps_root"})), covers=("update.eps-root",)),
+    Check("bfloat16-frozen", "step", frozenset(), "default betas in bfloat16: beta_2 rounds to 1 and nothing moves",
+          _frozen, covers=("update.bfloat16-frozen",), dtypes=("bfloat16",)),
+    Check("migrate-example", "step", frozenset(), "the compat.v1 before/after example in float32",
+          _migrate, covers=("migrate.same-formula", "example.before-after"), dtypes=("float32",)),
+    Check("example", "step", frozenset(), "the usage example: lr 0.1, var 10.0, grad = var; one step gives 9.9",
+          _example, covers=("example.first-step", "example.sign-step")),
+    Check("special", "step", frozenset(), "zero, subnormal, huge, infinite and NaN gradients: IEEE outcomes",
+          _special, covers=("update.special-values",)),
+]}
+
+
+def suffix(clause: Clause) -> str:
+    """`tf1.update.moments` -> `update.moments` (page prefixes may contain dots? no)."""
+    head, _, rest = clause.id.partition(".")
+    return rest
+
+
+def check_for(clause: Clause) -> Check | None:
+    """The check that covers this clause, if any."""
+    sfx = suffix(clause)
+    for c in CHECKS.values():
+        if sfx in c.covers:
+            return c
+    return None

@@ -1,0 +1,174 @@
+"""The `adamconf` command: spec, ref, check, replay and report.
+
+Exit codes: 0 all good, 1 a check failed, 2 a usage or configuration error (the
+message names the problem and the fix).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from reference.state import DTYPES
+
+DEFAULT_OUT = "adamconf-out"
+
+
+def _write(path: Path, text: str) -> None:
+    """Write via a temporary file so an interrupted run leaves no half-written report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="check a backend against the spec and the exact reference")
+    p.add_argument("--backend", required=True, help="module:attr, or a registered name (numpy)")
+    p.add_argument("--variant", action="append", help="spec variant id (repeat); default: every variant")
+    p.add_argument("--dtype", action="append", help=f"dtype (repeat); default: {', '.join(DTYPES)}")
+    p.add_argument("--check", action="append", help="run only these checks (repeat); default: all")
+    p.add_argument("--profile", default="ci", help="ci (derandomized, the gate), dev or thorough")
+    p.add_argument("--seed", type=int, help="hypothesis seed (dev and thorough profiles)")
+    p.add_argument("--max-examples", type=int, help="override the profile's example budget per check")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds one backend step may take (default 10)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for results.json, junit.xml, report.md and failing cases (default {DEFAULT_OUT})")
+    p.add_argument("--quiet", action="store_true", help="no per-check progress lines")
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay", help="run one saved failing case again")
+    p.add_argument("case", help="a case file written by 'adamconf check' (DIR/cases/*.json)")
+    p.add_argument("--backend", required=True, help="module:attr, or a registered name")
+    p.add_argument("--timeout", type=float, default=10.0)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="render a results.json as Markdown or JUnit XML")
+    p.add_argument("results", help="path to results.json")
+    p.add_argument("--format", choices=("md", "junit"), default="md")
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from conformance.loading import ConfigError, load_backend
+    from conformance.runner import PROFILES, Runner, as_dict
+    from conformance.checks import CHECKS
+    from reports import junit, markdown
+    from spec import load_spec
+
+    spec = load_spec()
+    variants = args.variant or list(spec.variants)
+    dtypes = args.dtype or list(DTYPES)
+    bad_v = [v for v in variants if v not in spec.variants]
+    if bad_v:
+        print(f"adamconf check: unknown variant(s) {', '.join(bad_v)}; known: {', '.join(spec.variants)}", file=sys.stderr)
+        return 2
+    bad_d = [d for d in dtypes if d not in DTYPES]
+    if bad_d:
+        print(f"adamconf check: unknown dtype(s) {', '.join(bad_d)}; use {', '.join(DTYPES)}", file=sys.stderr)
+        return 2
+    if args.profile not in PROFILES:
+        print(f"adamconf check: unknown profile {args.profile!r}; use {', '.join(PROFILES)}", file=sys.stderr)
+        return 2
+    bad_c = [c for c in (args.check or []) if c not in CHECKS]
+    if bad_c:
+        print(f"adamconf check: unknown check(s) {', '.join(bad_c)}; known: {', '.join(CHECKS)}", file=sys.stderr)
+        return 2
+    try:
+        backend = load_backend(args.backend)
+    except ConfigError as e:
+        print(f"adamconf check: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    runner = Runner(spec, backend, args.backend, profile=args.profile, seed=args.seed, timeout=args.timeout,
+                    out=out, max_examples=args.max_examples, log=log)
+    result = runner.run(variants, dtypes, args.check)
+    record = as_dict(result)
+    _write(out / "results.json", json.dumps(record, indent=1))
+    _write(out / "junit.xml", junit.render(record))
+    _write(out / "report.md", markdown.render(record))
+    _print_summary(record)
+    print(f"\nwrote {out / 'results.json'}, {out / 'junit.xml'}, {out / 'report.md'}")
+    return 1 if result.failed else 0
+
+
+def _print_summary(record: dict) -> None:
+    print(f"\n{'variant':14s} {'pass':>5s} {'fail':>5s} {'error':>5s} {'unsup':>6s} {'uncov':>6s}   (clause x dtype cells)")
+    for vid, row in record["summary"].items():
+        print(f"{vid:14s} {row['pass']:5d} {row['fail']:5d} {row['error']:5d} {row['unsupported']:6d} {row['uncovered']:6d}")
+    fails = [c for c in record["checks"] if c["status"] in ("fail", "error")]
+    for c in fails:
+        clauses = sorted({x["clause"] for x in record["clauses"] if x["variant"] == c["variant"] and x["check"] == c["check"]})
+        print(f"\nFAIL {c['variant']} {c['dtype']} check {c['check']} (clauses: {', '.join(clauses) or '-'})")
+        print(f"  {c['message']}")
+        if c.get("example"):
+            print("  minimal example:\n    " + c["example"].replace("\n", "\n    "))
+        if c.get("replay"):
+            print(f"  replay: {c['replay']}")
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from conformance import cases
+    from conformance.checks import CHECKS
+    from conformance.evaluate import Invalid, evaluate
+    from conformance.loading import ConfigError, load_backend
+    from spec import load_spec
+
+    try:
+        inp, clause, check = cases.load(Path(args.case))
+        backend = load_backend(args.backend)
+    except (cases.CaseError, ConfigError) as e:
+        print(f"adamconf replay: {e}", file=sys.stderr)
+        return 2
+    spec = load_spec()
+    chk = CHECKS.get(check)
+    k = spec.tolerances[chk.family].k if chk and chk.family in spec.tolerances else 8.0
+    print(f"case {args.case}: clause {clause or '-'}, check {check or '-'}, K = {k:g}")
+    print(cases.describe(inp, limit=20))
+    try:
+        out = evaluate(backend, spec.variant(inp.variant), inp, k, args.timeout)
+    except Invalid as e:
+        print(f"adamconf replay: the case is not valid for {inp.variant}: {e}", file=sys.stderr)
+        return 2
+    if out.ok:
+        print(f"PASS: worst error {out.worst:.3g} u*S (K = {k:g})")
+        return 0
+    print(f"FAIL: {out.message}")
+    return 1
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from reports import junit, markdown
+    from reports.load import ReportError, load_results
+
+    try:
+        res = load_results(args.results)
+    except ReportError as e:
+        print(f"adamconf report: {e}", file=sys.stderr)
+        return 2
+    print(markdown.render(res) if args.format == "md" else junit.render(res))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from reference import commands as ref_commands
+    from spec import commands as spec_commands
+
+    parser = argparse.ArgumentParser(prog="adamconf", description="Conformance checks for Adam as TensorFlow documents it.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    spec_commands.add_parser(sub)
+    ref_commands.add_parser(sub)
+    _add_check(sub)
+    _add_replay(sub)
+    _add_report(sub)
+    args = parser.parse_args(argv)
+    handlers = {"spec": spec_commands.run, "ref": ref_commands.run, "check": run_check,
+                "replay": run_replay, "report": run_report}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Running one case through a backend and the reference, and judging the outcome.
+
+Every way a backend can misbehave becomes a failed outcome with a message, never an
+exception out of the harness: raising, hanging past the per-case timeout, returning
+something that is not a state, the wrong shape or dtype, NaN where the exact result
+is finite, or mutating its inputs.
+"""
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from conformance.protocol import Backend
+from reference import adam as ref
+from reference.bound import Verdict, compare
+from reference.state import AdamState, SparseGrad, StepInput
+from spec.model import Variant
+
+
+class Invalid(Exception):
+    """The scenario is outside what the variant accepts; hypothesis discards it."""
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    message: str = ""
+    verdict: Verdict | None = None
+    ratios: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    ill: int = 0
+    hung: bool = False
+    observed: AdamState | None = None
+
+    @property
+    def worst(self) -> float:
+        return self.verdict.worst_ratio if self.verdict is not None else (0.0 if self.ok else float("inf"))
+
+
+class Hung(Exception):
+    pass
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
+    """Run fn in a daemon thread; raise Hung if it has not returned after timeout seconds.
+
+    A hung call cannot be killed from Python; its thread is abandoned and the caller
+    stops sending it work (see Runner)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+
+    th = threading.Thread(target=target, daemon=True, name="adamconf-backend-call")
+    th.start()
+    th.join(timeout)
+    if th.is_alive():
+        raise Hung(f"the backend did not return within {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _snapshot(inp: StepInput) -> list[bytes]:
+    out = []
+    for arrs in inp.state.arrays().values():
+        out.extend(np.asarray(a).tobytes() for a in arrs)
+    for g in inp.grads:
+        if isinstance(g, SparseGrad):
+            out.append(np.asarray(g.values).tobytes() + np.asarray(g.indices).tobytes())
+        elif g is not None:
+            out.append(np.asarray(g).tobytes())
+    out.append(repr((inp.state.iterations, inp.state.beta1_power, inp.state.beta2_power)).encode())
+    return out
+
+
+def run_backend(backend: Backend, inp: StepInput, timeout: float) -> tuple[AdamState | None, str]:
+    """The backend's new state, or None and a message saying what went wrong."""
+    before = _snapshot(inp)
+    try:
+        out = call_with_timeout(lambda: backend.step(inp.variant, inp.dtype, inp.hyper, inp.state, list(inp.grads)), timeout)
+    except Hung as e:
+        return None, f"HUNG: {e}"
+    except Exception as e:  # noqa: BLE001 - any backend exception is a finding
+        tb = traceback.format_exception_only(type(e), e)[-1].strip()
+        return None, f"the backend raised {tb}"
+    if _snapshot(inp) != before:
+        return None, "the backend modified its inputs (state or gradients); it must return a new state instead"
+    if not isinstance(out, AdamState):
+        return None, f"the backend returned {type(out).__name__}, expected an AdamState"
+    return out, ""
+
+
+def evaluate(backend: Backend, variant: Variant, inp: StepInput, k: float, timeout: float,
+             fields: tuple[str, ...] | None = None) -> Outcome:
+    """One step through backend and reference, judged against K*u*S."""
+    try:
+        exact = ref.step(variant, inp.dtype, inp.hyper, inp.state, inp.grads)
+    except ref.ReferenceError as e:
+        raise Invalid(str(e)) from None
+    obs, msg = run_backend(backend, inp, timeout)
+    if obs is None:
+        return Outcome(False, msg, hung=msg.startswith("HUNG"))
+    verdict = compare(exact, obs, k, fields)
+    if verdict.problems:
+        return Outcome(False, "; ".join(verdict.problems), verdict, observed=obs)
+    if not verdict.ok:
+        return Outcome(False, _describe_excess(verdict, exact, obs), verdict, verdict.ratios(), verdict.ill, observed=obs)
+    return Outcome(True, "", verdict, verdict.ratios(), verdict.ill, observed=obs)
+
+
+def expect_raises(backend: Backend, inp: StepInput, exc: type[BaseException], timeout: float) -> Outcome:
+    """The backend must refuse this input with `exc`."""
+    try:
+        call_with_timeout(lambda: backend.step(inp.variant, inp.dtype, inp.hyper, inp.state, list(inp.grads)), timeout)
+    except Hung as e:
+        return Outcome(False, f"HUNG: {e}", hung=True)
+    except exc:
+        return Outcome(True)
+    except Exception as e:  # noqa: BLE001
+        return Outcome(False, f"expected {exc.__name__}, the backend raised {type(e).__name__}: {e}")
+    return Outcome(False, f"expected {exc.__name__}, the backend returned a state")
+
+
+def _describe_excess(verdict: Verdict, exact: ref.StepResult, obs: AdamState) -> str:
+    name = verdict.worst_field or "?"
+    i, j = verdict.worst_at or (0, 0)
+    if name in ("beta1_power", "beta2_power"):
+        return (f"{name} = {getattr(obs, name)!r}, exact {float(getattr(exact.state, name).x)!r}: "
+                f"error {verdict.worst_ratio:.3g} u*S, bound K = {verdict.k:g}")
+    ex = exact.state.fields()[name][i]
+    xv = ex.x.ravel()[j] if isinstance(ex.x, np.ndarray) else ex.x
+    s = np.broadcast_to(ex.s, ex.shape).ravel()[j] if ex.shape else float(ex.s)
+    ov = np.asarray(obs.arrays()[name][i]).astype(np.float64).ravel()[j]
+    return (f"{name}[{i}] element {j}: backend {ov!r}, exact {float(xv)!r} (S = {float(s):.4g}): "
+            f"error {verdict.worst_ratio:.3g} u*S exceeds K = {verdict.k:g}")

@@ -1,0 +1,61 @@
+"""Finding a backend by `module:attr` or by a name registered in the entry-point group."""
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from conformance.protocol import Backend, validate_backend
+
+GROUP = "adamconf.backends"
+# Bundled backends, so they are found even when the package is not installed.
+BUNDLED = {
+    "numpy": "conformance.backends.numpy_backend:NumpyBackend",
+}
+
+
+class ConfigError(Exception):
+    """A usage or configuration problem: the CLI exits 2 with this message."""
+
+
+def _instantiate(obj: Any, where: str) -> Backend:
+    if isinstance(obj, type):
+        try:
+            obj = obj()
+        except Exception as e:  # noqa: BLE001 - report any constructor failure
+            raise ConfigError(f"backend {where!r}: constructing {obj.__name__}() failed: {type(e).__name__}: {e}") from None
+    try:
+        validate_backend(obj, where)
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+    return obj
+
+
+def registered() -> dict[str, str]:
+    """Backend names from the entry-point group, bundled names included."""
+    names = dict(BUNDLED)
+    for ep in entry_points(group=GROUP):
+        names[ep.name] = ep.value
+    return names
+
+
+def load_backend(spec: str) -> Backend:
+    """`module:attr` (attr may be a class, instantiated with no arguments) or a name."""
+    target = spec if ":" in spec else registered().get(spec)
+    if target is None:
+        known = ", ".join(sorted(registered()))
+        raise ConfigError(f"unknown backend {spec!r}: give module:attr, or one of the registered names ({known})")
+    mod_name, _, attr = target.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:  # noqa: BLE001 - any import failure is a configuration error
+        raise ConfigError(f"backend {spec!r}: cannot import module {mod_name!r}: {type(e).__name__}: {e}") from None
+    obj: Any = mod
+    for part in attr.split("."):
+        if not part:
+            raise ConfigError(f"backend {spec!r}: give module:attr, e.g. mypkg.adam:Backend")
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"backend {spec!r}: module {mod_name!r} has no attribute {attr!r}") from None
+    return _instantiate(obj, spec)

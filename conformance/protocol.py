@@ -1,0 +1,65 @@
+"""The backend protocol: state in, state out.
+
+A backend is any object with these attributes and one method:
+
+    name: str
+    variants: Collection[str]   spec variant ids it implements
+    dtypes: Collection[str]     among "float16", "bfloat16", "float32", "float64"
+    features: Collection[str]   spec features it implements (see spec.model.FEATURES)
+    def step(self, variant, dtype, hyper, state, grads) -> AdamState
+
+`step` receives the full prior state (params, m, v, vhat, iterations, TF1 beta
+powers, EMA averages) as numpy arrays of `dtype`, one gradient per parameter (a
+dense array, a SparseGrad with possibly repeated indices, or None), and returns the
+full state after exactly one optimizer step. It must not modify its inputs.
+
+Optionally `unsupported(variant, dtype, features) -> str | None` gives a finer
+answer than the three collections; a returned string is the reason a cell is
+reported as unsupported. Because the harness always hands over the whole state,
+hypothesis can start a step from any reachable state, and trajectory checks can
+re-sync the reference to the backend's own state each step.
+"""
+from __future__ import annotations
+
+from typing import Any, Collection, Protocol, Sequence, runtime_checkable
+
+from reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad  # re-exported for backend authors
+
+__all__ = ["Backend", "AdamState", "Grad", "Hyper", "Schedule", "SparseGrad", "unsupported_reason", "validate_backend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    variants: Collection[str]
+    dtypes: Collection[str]
+    features: Collection[str]
+
+    def step(self, variant: str, dtype: str, hyper: Hyper, state: AdamState,
+             grads: Sequence[Grad]) -> AdamState: ...
+
+
+def validate_backend(obj: Any, where: str) -> None:
+    """Raise a TypeError naming every missing part of the protocol."""
+    missing = [a for a in ("name", "variants", "dtypes", "features") if not hasattr(obj, a)]
+    if not callable(getattr(obj, "step", None)):
+        missing.append("step()")
+    if missing:
+        raise TypeError(
+            f"backend {where!r} does not follow the adamconf backend protocol: missing "
+            f"{', '.join(missing)}. See README section 'Writing a backend'.")
+
+
+def unsupported_reason(backend: Backend, variant: str, dtype: str, features: Collection[str]) -> str | None:
+    """Why the backend cannot run this cell, or None when it can."""
+    if variant not in backend.variants:
+        return f"{backend.name} does not implement variant {variant}"
+    if dtype not in backend.dtypes:
+        return f"{backend.name} does not support {dtype}"
+    lacking = sorted(set(features) - set(backend.features))
+    if lacking:
+        return f"{backend.name} does not implement {', '.join(lacking)}"
+    finer = getattr(backend, "unsupported", None)
+    if callable(finer):
+        return finer(variant, dtype, frozenset(features))
+    return None

@@ -1,0 +1,173 @@
+"""Hypothesis strategies for Adam scenarios: hyperparameters, states and gradients.
+
+Values are drawn per dtype across its whole range on purpose: zeros, subnormals,
+gradients whose square underflows or overflows, mixed scales inside one tensor,
+beta_2 within a few ulps of 1, epsilon zero, tiny and huge, step counts up to 10^7.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import strategies as st
+
+from reference.state import AdamState, Hyper, Schedule, SparseGrad, StepInput, np_dtype
+from reference.tracked import fmt
+from spec.model import Variant
+
+
+def _cast(x: float, dtype: str) -> float:
+    """x rounded to dtype, kept finite (values past the max are pulled back in)."""
+    f = fmt(dtype)
+    x = max(-f.max, min(f.max, x))
+    return float(np.asarray(x).astype(np_dtype(dtype)).astype(np.float64))
+
+
+def magnitudes(dtype: str, lo: int | None = None, hi: int | None = None) -> st.SearchStrategy[float]:
+    """Positive values with a log-uniform exponent over [lo, hi] (default: the whole
+    normal range and a bit of the subnormal one)."""
+    f = fmt(dtype)
+    lo = f.emin - f.p + 2 if lo is None else lo
+    hi = f.emax if hi is None else hi
+    return st.builds(lambda mant, e: _cast(mant * 2.0 ** e, dtype),
+                     st.floats(1.0, 2.0, exclude_max=True), st.integers(lo, hi))
+
+
+def scalars(dtype: str, *, edge: bool = True) -> st.SearchStrategy[float]:
+    """Signed values: mostly moderate, sometimes zero, tiny or huge."""
+    f = fmt(dtype)
+    moderate = st.builds(lambda s, m: s * m, st.sampled_from([-1.0, 1.0]), magnitudes(dtype, -12, 6))
+    if not edge:
+        return moderate
+    wide = st.builds(lambda s, m: s * m, st.sampled_from([-1.0, 1.0]), magnitudes(dtype))
+    sq = int(f.emax / 2)
+    square_edge = st.builds(lambda s, m: s * m, st.sampled_from([-1.0, 1.0]),
+                            magnitudes(dtype, sq - 2, sq + 2) | magnitudes(dtype, (f.emin - f.p) // 2 - 2, (f.emin - f.p) // 2 + 2))
+    return st.one_of(moderate, moderate, moderate, st.just(0.0), wide, square_edge)
+
+
+def shapes() -> st.SearchStrategy[tuple[int, ...]]:
+    return st.one_of(st.just(()), st.tuples(st.integers(0, 6)), st.tuples(st.integers(1, 4), st.integers(1, 3)))
+
+
+def arrays(dtype: str, shape: tuple[int, ...], elements: st.SearchStrategy[float]) -> st.SearchStrategy[np.ndarray]:
+    n = int(np.prod(shape)) if shape else 1
+    return st.lists(elements, min_size=n, max_size=n).map(
+        lambda xs: np.asarray(xs, dtype=np.float64).reshape(shape).astype(np_dtype(dtype)))
+
+
+def beta_1s() -> st.SearchStrategy[float]:
+    return st.one_of(st.sampled_from([0.9, 0.0, 0.5, 0.99, 0.999]), st.floats(0.0, 0.9999))
+
+
+def beta_2s() -> st.SearchStrategy[float]:
+    near_one = st.integers(1, 40).map(lambda k: 1.0 - k * 2.0 ** -26)
+    return st.one_of(st.sampled_from([0.999, 0.9, 0.99, 0.9999, 0.999999]), st.floats(0.5, 0.99999), near_one)
+
+
+def epsilons() -> st.SearchStrategy[float]:
+    return st.one_of(st.sampled_from([1e-7, 1e-8, 0.0, 1e-30, 1e-3, 1.0, 1e8]),
+                     st.floats(1e-12, 1e-2))
+
+
+def learning_rates() -> st.SearchStrategy[float]:
+    return st.one_of(st.sampled_from([0.001, 0.1, 1.0, 1e-5]), st.floats(1e-6, 10.0))
+
+
+def iterations() -> st.SearchStrategy[int]:
+    return st.one_of(st.integers(0, 12), st.integers(0, 10_000), st.integers(0, 10 ** 7))
+
+
+def schedules() -> st.SearchStrategy[Schedule]:
+    exp = st.builds(lambda lr, steps, rate, stair: Schedule("exponential", initial=lr, steps=steps, rate=rate, staircase=stair),
+                    learning_rates(), st.sampled_from([1.0, 10.0, 1000.0]), st.floats(0.5, 0.99), st.booleans())
+    inv = st.builds(lambda lr, steps, rate, stair: Schedule("inverse_time", initial=lr, steps=steps, rate=rate, staircase=stair),
+                    learning_rates(), st.sampled_from([1.0, 10.0, 1000.0]), st.floats(0.0, 2.0), st.booleans())
+    pw = st.builds(lambda b, vals: Schedule("piecewise", boundaries=(b, b + 5), values=tuple(vals)),
+                   st.integers(0, 20), st.lists(learning_rates(), min_size=3, max_size=3))
+    return st.one_of(exp, inv, pw)
+
+
+@st.composite
+def hypers(draw, variant: Variant, features: frozenset[str] = frozenset()) -> Hyper:
+    h = Hyper(learning_rate=draw(learning_rates()), beta_1=draw(beta_1s()), beta_2=draw(beta_2s()),
+              epsilon=draw(epsilons()), amsgrad="amsgrad" in features)
+    kw: dict = {}
+    if "schedule" in features:
+        kw["learning_rate"] = draw(schedules())
+    if "decay" in features:
+        kw["decay"] = draw(st.one_of(st.sampled_from([0.01, 0.5]), st.floats(1e-6, 10.0)))
+    if "weight_decay" in features:
+        kw["weight_decay"] = draw(st.one_of(st.sampled_from([0.004, 0.1]), st.floats(1e-6, 1.0)))
+    if "ema" in features:
+        kw.update(use_ema=True, ema_momentum=draw(st.one_of(st.just(0.99), st.floats(0.0, 0.999))),
+                  ema_overwrite_frequency=draw(st.sampled_from([None, 1, 2, 3])))
+    if "eps_root" in features:
+        kw["eps_root"] = draw(st.sampled_from([1e-8, 1e-16, 1.0]) | st.floats(0.0, 1e-3))
+    if "adaptive_epsilon" in features:
+        kw["adaptive_epsilon"] = True
+    clips = [k for k in ("clipvalue", "clipnorm", "global_clipnorm") if k in features]
+    if len(clips) == 3:  # a combination: any two or all three
+        clips = sorted(draw(st.sets(st.sampled_from(clips), min_size=2, max_size=3)))
+    for k in clips:
+        kw[k] = draw(st.one_of(st.sampled_from([1.0, 0.5, 1e-3]), st.floats(1e-4, 100.0)))
+    return h.replace(**kw)
+
+
+@st.composite
+def scenarios(draw, variant: Variant, dtype: str, features: frozenset[str] = frozenset(),
+              n_vars: tuple[int, int] = (1, 3), sparse: bool = False, allow_none: bool = False,
+              fresh: bool = False, edge: bool = True) -> StepInput:
+    """One step of `variant` in `dtype` from an arbitrary reachable state."""
+    hyper = draw(hypers(variant, features))
+    k = draw(st.integers(*n_vars))
+    shp = [draw(st.tuples(st.integers(1, 6)) | st.tuples(st.integers(1, 4), st.integers(1, 3))) if sparse else draw(shapes())
+           for _ in range(k)]
+    vals = scalars(dtype, edge=edge)
+    params = [draw(arrays(dtype, s, vals)) for s in shp]
+    it = 0 if fresh else draw(iterations())
+    if fresh or it == 0:
+        state = AdamState.zeros_like(params, amsgrad=hyper.amsgrad, ema=hyper.use_ema)
+    else:
+        m = [draw(arrays(dtype, s, vals)) for s in shp]
+        v = [draw(arrays(dtype, s, st.one_of(st.just(0.0), magnitudes(dtype)) if edge else magnitudes(dtype, -24, 12))) for s in shp]
+        vhat = None
+        if hyper.amsgrad:
+            vhat = [np.maximum(vv, draw(arrays(dtype, s, st.one_of(st.just(0.0), magnitudes(dtype))))) for vv, s in zip(v, shp)]
+        ema = [draw(arrays(dtype, s, vals)) for s in shp] if hyper.use_ema else None
+        state = AdamState(params, m, v, it, vhat, None, None, ema)
+    if variant.beta_powers == "accumulated":
+        b1, b2 = float(np.float32(hyper.beta_1)), float(np.float32(hyper.beta_2))
+        p1, p2 = _accumulated(b1, state.iterations + 1), _accumulated(b2, state.iterations + 1)
+        state.beta1_power, state.beta2_power = p1, p2
+    grads = []
+    for i, (p, s) in enumerate(zip(params, shp)):
+        if allow_none and k > 1 and draw(st.booleans()) and any(g is not None for g in grads):
+            grads.append(None)
+            continue
+        if sparse and s:
+            nidx = draw(st.integers(1, 2 * s[0] + 1))
+            idx = np.array(draw(st.lists(st.integers(0, s[0] - 1), min_size=nidx, max_size=nidx)), dtype=np.int64)
+            values = draw(arrays(dtype, (nidx,) + tuple(s[1:]), vals))
+            grads.append(SparseGrad(idx, values, tuple(s)))
+        else:
+            grads.append(draw(arrays(dtype, s, vals)))
+    if all(g is None for g in grads):
+        grads[0] = np.zeros(shp[0], dtype=np_dtype(dtype))
+    return StepInput(variant.id, dtype, hyper, state, tuple(grads))
+
+
+def _accumulated(b32: float, t: int) -> float:
+    """TF1's accumulator after t-1 float32 multiplications (what a real run holds)."""
+    if t > 2000:  # the product has long settled (or underflowed); pow is as good here
+        return float(np.float32(b32) ** np.float32(min(t, 10 ** 6)))
+    p = np.float32(b32)
+    for _ in range(t - 1):
+        p = np.float32(p * np.float32(b32))
+    return float(p)
+
+
+def special_values(dtype: str) -> st.SearchStrategy[float]:
+    f = fmt(dtype)
+    return st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan, f.max, -f.max,
+                            2.0 ** (f.emin - f.p + 1), -(2.0 ** (f.emin - f.p + 1)), 1.0])

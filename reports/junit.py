@@ -1,0 +1,34 @@
+"""JUnit XML: one test case per (clause, dtype), so CI systems show clause ids."""
+from __future__ import annotations
+
+from typing import Any
+from xml.etree import ElementTree as ET
+
+
+def render(res: dict[str, Any]) -> str:
+    checks = {(c["variant"], c["dtype"], c["check"]): c for c in res["checks"]}
+    suites = ET.Element("testsuites", name=f"adamconf {res['backend']}")
+    for vid in res["variants"]:
+        rows = [c for c in res["clauses"] if c["variant"] == vid]
+        suite = ET.SubElement(suites, "testsuite", name=f"{res['backend']}.{vid}")
+        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        for c in rows:
+            for dtype, status in c["status"].items():
+                counts["tests"] += 1
+                case = ET.SubElement(suite, "testcase", classname=f"{vid}.{dtype}", name=c["clause"])
+                run = checks.get((vid, dtype, c["check"])) if c["check"] else None
+                if status == "fail":
+                    counts["failures"] += 1
+                    msg = run["message"] if run else "failed"
+                    f = ET.SubElement(case, "failure", message=msg[:500])
+                    f.text = "\n".join(x for x in (msg, run and run.get("example"), run and run.get("replay")) if x)
+                elif status == "error":
+                    counts["errors"] += 1
+                    ET.SubElement(case, "error", message=(run["message"] if run else "error")[:500])
+                elif status in ("unsupported", "uncovered"):
+                    counts["skipped"] += 1
+                    why = run["message"] if (run and status == "unsupported") else "no check covers this clause yet"
+                    ET.SubElement(case, "skipped", message=f"{status}: {why}")
+        for k, v in counts.items():
+            suite.set(k, str(v))
+    return ET.tostring(suites, encoding="unicode")
