@@ -36,6 +36,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds one backend step may take (default 10)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for results.json, junit.xml, report.md and failing cases (default {DEFAULT_OUT})")
     p.add_argument("--quiet", action="store_true", help="no per-check progress lines")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failing check")
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
@@ -85,7 +86,7 @@ def run_check(args: argparse.Namespace) -> int:
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     runner = Runner(spec, backend, args.backend, profile=args.profile, seed=args.seed, timeout=args.timeout,
                     out=out, max_examples=args.max_examples, log=log)
-    result = runner.run(variants, dtypes, args.check)
+    result = runner.run(variants, dtypes, args.check, fail_fast=args.fail_fast)
     record = as_dict(result)
     _write(out / "results.json", json.dumps(record, indent=1))
     _write(out / "junit.xml", junit.render(record))

@@ -130,7 +130,8 @@ class Runner:
         return settings(database=None, deadline=None, verbosity=Verbosity.quiet, report_multiple_bugs=False,
                         suppress_health_check=list(HealthCheck), print_blob=False, **kw)
 
-    def run(self, variants: Iterable[str], dtypes: Iterable[str], only: Iterable[str] | None = None) -> RunResult:
+    def run(self, variants: Iterable[str], dtypes: Iterable[str], only: Iterable[str] | None = None,
+            fail_fast: bool = False) -> RunResult:
         t0 = time.perf_counter()
         variants, dtypes = list(variants), list(dtypes)
         only_set = set(only) if only else None
@@ -147,6 +148,12 @@ class Runner:
                     self.log(f"{run.status:11s} {vid:13s} {dtype:8s} {chk.name:16s} worst {run.worst_ratio:8.3g} u*S"
                              f"  ({run.examples} examples, {run.seconds:.1f}s)")
                     runs.append(run)
+                    if fail_fast and run.status in ("fail", "error"):
+                        break
+                if fail_fast and runs and runs[-1].status in ("fail", "error"):
+                    break
+            if fail_fast and runs and runs[-1].status in ("fail", "error"):
+                break
         clauses = self.attribute(variants, dtypes, runs)
         return RunResult(getattr(self.backend, "name", self.backend_ref), self.profile, self.seed, variants, dtypes,
                          runs, clauses, time.perf_counter() - t0, versions())

@@ -107,7 +107,7 @@ def hypers(draw, variant: Variant, features: frozenset[str] = frozenset()) -> Hy
     if "adaptive_epsilon" in features:
         kw["adaptive_epsilon"] = True
     clips = [k for k in ("clipvalue", "clipnorm", "global_clipnorm") if k in features]
-    if len(clips) == 3:  # a combination: any two or all three
+    if len(clips) == 3:  # a combination: any two or all three (pairs decide precedence)
         clips = sorted(draw(st.sets(st.sampled_from(clips), min_size=2, max_size=3)))
     for k in clips:
         kw[k] = draw(st.one_of(st.sampled_from([1.0, 0.5, 1e-3]), st.floats(1e-4, 100.0)))
@@ -154,7 +154,23 @@ def scenarios(draw, variant: Variant, dtype: str, features: frozenset[str] = fro
             grads.append(draw(arrays(dtype, s, vals)))
     if all(g is None for g in grads):
         grads[0] = np.zeros(shp[0], dtype=np_dtype(dtype))
+    hyper = _clip_near_gradients(draw, hyper, grads)
     return StepInput(variant.id, dtype, hyper, state, tuple(grads))
+
+
+def _clip_near_gradients(draw, hyper: Hyper, grads: list) -> Hyper:
+    """Clip thresholds drawn as fractions of the gradients' own scale, so that clipping
+    binds (or just fails to) in most examples instead of almost never."""
+    dense = [np.abs(g.values if isinstance(g, SparseGrad) else g).astype(np.float64) for g in grads if g is not None]
+    finite = [d[np.isfinite(d)] for d in dense]
+    top = max((float(d.max()) for d in finite if d.size), default=0.0)
+    norm = max((float(np.sqrt(np.sum(d * d))) for d in finite if d.size), default=0.0)
+    total = float(np.sqrt(sum(float(np.sum(d * d)) for d in finite if d.size)))
+    kw = {}
+    for k, scale in (("clipvalue", top), ("clipnorm", norm), ("global_clipnorm", total)):
+        if getattr(hyper, k) is not None and scale > 0 and np.isfinite(scale) and draw(st.booleans()):
+            kw[k] = scale * draw(st.sampled_from([0.25, 0.5, 0.9, 1.5]))
+    return hyper.replace(**kw) if kw else hyper
 
 
 def _accumulated(b32: float, t: int) -> float:
