@@ -25,7 +25,7 @@ import numpy as np
 
 from spec.model import Variant
 from reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype
-from reference.tracked import Arith, Tracked, const, decimal_of, exact, fmt, from_array, to_float64
+from reference.tracked import Arith, Tracked, const, decimal_of, exact, fmt, from_array, mp, to_float64
 
 DEFAULT_PRECISION = 113
 MODES = ("rounded", "decimal")
@@ -365,7 +365,7 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
             if hyper.amsgrad:
                 vh2 = A.maximum(vh, v2)
                 den_v = vh2
-            upd = A.div(A.mul(alpha, m2), A.add(A.sqrt(den_v), eps))
+            p2_ = A.sub_quotient(p, alpha, m2, A.add(A.sqrt(den_v), eps))
         else:
             vc = A.div(v2, bc2)
             if hyper.amsgrad and variant.amsgrad == "optax":
@@ -376,8 +376,7 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
                 vc = A.div(vh2, bc2)
             if hyper.eps_root:
                 vc = A.add(vc, sc.primary(hyper.eps_root, "eps"))
-            upd = A.div(A.mul(lr, A.div(m2, bc1)), A.add(A.sqrt(vc), eps))
-        p2_ = A.sub(p, upd)
+            p2_ = A.sub(p, A.div(A.mul(lr, A.div(m2, bc1)), A.add(A.sqrt(vc), eps)))
         av2 = None
         if mu is not None:
             av2 = A.lerp(av, p2_, A.sub(one, mu), mu)
@@ -394,7 +393,7 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
 def _pow(A: Arith, base: Tracked, n: float) -> Tracked:
     if float(n).is_integer():
         return A.pow_int(base, int(n))
-    x = base.x ** exact(n)
+    x = mp(base) ** exact(n)
     return Tracked(x, float(x), 2.0 * abs(float(x)) + n * abs(float(x)) * (base.s / abs(base.f) if base.f else 0))
 
 

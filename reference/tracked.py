@@ -72,10 +72,18 @@ def fmt(name: str) -> Format:
 
 
 class Tracked:
-    __slots__ = ("x", "f", "s", "margin")
+    """raw: x still holds the input's Python floats (exact doubles). Mixed float/mpfr
+    operations are exact, so inputs are converted only where two raw operands meet;
+    this keeps the reference about a third faster."""
 
-    def __init__(self, x: Any, f: Any, s: Any = 0.0, margin: Any = math.inf) -> None:
-        self.x, self.f, self.s, self.margin = x, f, s, margin
+    __slots__ = ("x", "f", "s", "margin", "raw", "bits")
+
+    def __init__(self, x: Any, f: Any, s: Any = 0.0, margin: Any = math.inf, raw: bool = False,
+                 bits: int = 53) -> None:
+        if isinstance(x, float):   # a plain double is always raw, whoever built it
+            raw = True
+        self.x, self.f, self.s, self.margin, self.raw = x, f, s, margin, raw
+        self.bits = bits   # raw only: significant bits of the doubles in x (at most 53)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -97,16 +105,46 @@ def decimal_of(value: float) -> gmpy2.mpfr:
     return gmpy2.mpfr(repr(float(value)))
 
 
+def _sig_bits(x: float) -> int:
+    n, d = float(x).as_integer_ratio()
+    return max(n.bit_length() - (n & -n).bit_length() + 1, 1) if n else 1
+
+
 def const(value: Any, s: float = 0.0) -> Tracked:
-    """A scalar input; s is the rounding it has already suffered, in u units."""
+    """A scalar input; s is the rounding it has already suffered, in u units. A plain
+    float stays a raw double, so products with short inputs can be formed in float64."""
+    if isinstance(value, (float, int)) and not isinstance(value, bool) and math.isfinite(value):
+        v = float(value)
+        return Tracked(v, v, s, raw=True, bits=_sig_bits(v))
     x = value if isinstance(value, gmpy2.mpfr) else exact(value)
     return Tracked(x, float(x), s)
 
 
 def from_array(a: np.ndarray) -> Tracked:
     """An exact array input (every float16/bfloat16/float32/float64 fits a double)."""
-    f = np.asarray(a).astype(np.float64)
-    return Tracked(_ONE * f.astype(object), f, np.zeros(f.shape))
+    a = np.asarray(a)
+    f = a.astype(np.float64)
+    bits = {2: 11, 4: 24, 8: 53}.get(a.dtype.itemsize, 53) if a.dtype.name != "bfloat16" else 8
+    return Tracked(f.astype(object), f, np.zeros(f.shape), raw=True, bits=bits)
+
+
+def _exact_product(a: Tracked, b: Tracked) -> bool:
+    """Both raw and short enough that the float64 product is exact (the operands come
+    from formats whose products stay inside float64's normal range)."""
+    return a.raw and b.raw and a.bits + b.bits <= 53
+
+
+def mp(t: Tracked) -> Any:
+    """t's exact value as mpfr (converting raw doubles once)."""
+    return _ONE * t.x if t.raw else t.x
+
+
+def _pair(a: Tracked, b: Tracked) -> tuple[Any, Any]:
+    """Operands for one exact operation: never two raw doubles (that would round), and
+    a raw scalar is converted once rather than once per element it meets."""
+    ax = mp(a) if a.raw and (b.raw or not isinstance(a.x, np.ndarray)) else a.x
+    bx = mp(b) if b.raw and not isinstance(b.x, np.ndarray) else b.x
+    return ax, bx
 
 
 def to_float64(t: Tracked) -> np.ndarray:
@@ -132,19 +170,26 @@ class Arith:
 
     def add(self, a: Tracked, b: Tracked) -> Tracked:
         f = a.f + b.f
-        return Tracked(a.x + b.x, f, a.s + b.s + np.abs(f), self._ovf(f, np.minimum(a.margin, b.margin)))
+        x, y = _pair(a, b)
+        return Tracked(x + y, f, a.s + b.s + np.abs(f), self._ovf(f, np.minimum(a.margin, b.margin)))
 
     def sub(self, a: Tracked, b: Tracked) -> Tracked:
         f = a.f - b.f
-        return Tracked(a.x - b.x, f, a.s + b.s + np.abs(f), self._ovf(f, np.minimum(a.margin, b.margin)))
+        x, y = _pair(a, b)
+        return Tracked(x - y, f, a.s + b.s + np.abs(f), self._ovf(f, np.minimum(a.margin, b.margin)))
 
     def neg(self, a: Tracked) -> Tracked:
-        return Tracked(-a.x, -a.f, a.s, a.margin)
+        return Tracked(-a.x, -a.f, a.s, a.margin, a.raw)
 
     def mul(self, a: Tracked, b: Tracked) -> Tracked:
         f = a.f * b.f
         s = np.abs(b.f) * a.s + np.abs(a.f) * b.s + np.abs(f) + self.tiny
-        return Tracked(a.x * b.x, f, s, self._ovf(f, np.minimum(a.margin, b.margin)))
+        m = self._ovf(f, np.minimum(a.margin, b.margin))
+        if _exact_product(a, b):
+            x = f.astype(object) if isinstance(f, np.ndarray) else float(f)
+            return Tracked(x, f, s, m, raw=True, bits=a.bits + b.bits)
+        x, y = _pair(a, b)
+        return Tracked(x * y, f, s, m)
 
     def div(self, a: Tracked, b: Tracked) -> Tracked:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -152,37 +197,54 @@ class Arith:
             ab = np.abs(b.f)
             s = a.s / ab + np.abs(f) * b.s / ab + np.abs(f) + self.tiny
             m = np.where(b.s > 0, ab / np.where(b.s > 0, b.s, 1.0), np.where(ab > 0, math.inf, 0.0))
-        return Tracked(_safe_div(a.x, b.x), f, s, self._ovf(f, np.minimum(np.minimum(a.margin, b.margin), m)))
+        return Tracked(_safe_div(*_pair(a, b)), f, s, self._ovf(f, np.minimum(np.minimum(a.margin, b.margin), m)))
 
     def sqrt(self, a: Tracked) -> Tracked:
         with np.errstate(divide="ignore", invalid="ignore"):
             f = np.sqrt(a.f)
             s = np.where(a.s > 0, a.s / (2.0 * f), 0.0) + f
             m = np.where(a.s > 0, a.f / np.where(a.s > 0, a.s, 1.0), math.inf)
-        x = _sqrt(a.x) if isinstance(a.x, np.ndarray) else gmpy2.sqrt(a.x)
+        x = _sqrt(a.x) if isinstance(a.x, np.ndarray) else gmpy2.sqrt(mp(a))
         return Tracked(x, f, s, np.minimum(a.margin, m))
+
+    def sub_quotient(self, p: Tracked, alpha: Tracked, num: Tracked, den: Tracked) -> Tracked:
+        """p - alpha * num / den in two exact operations (a quotient and a fused
+        multiply-add); S is that of the three separate roundings a backend spends."""
+        q = self.div(num, den)
+        upd_f = alpha.f * q.f
+        upd_s = np.abs(q.f) * alpha.s + np.abs(alpha.f) * q.s + np.abs(upd_f) + self.tiny
+        f = p.f - upd_f
+        s = p.s + upd_s + np.abs(f)
+        margin = self._ovf(f, self._ovf(upd_f, np.minimum(np.minimum(p.margin, q.margin), alpha.margin)))
+        if isinstance(q.x, np.ndarray):
+            x = _fma(-mp(alpha), q.x, p.x)
+        else:
+            x = p.x - mp(alpha) * q.x
+        return Tracked(x, f, s, margin)
 
     def maximum(self, a: Tracked, b: Tracked) -> Tracked:
         """Exact max; its error is at most the larger error of the two operands."""
         pick = a.f >= b.f
-        x = np.where(a.x >= b.x, a.x, b.x)
-        return Tracked(x, np.where(pick, a.f, b.f), np.maximum(a.s, b.s), np.minimum(a.margin, b.margin))
+        ax, bx = (a.x, b.x) if (a.raw and b.raw) else (mp(a), mp(b))   # never a mixed array
+        x = np.where(ax >= bx, ax, bx)
+        return Tracked(x, np.where(pick, a.f, b.f), np.maximum(a.s, b.s), np.minimum(a.margin, b.margin), a.raw and b.raw)
 
     def clip(self, a: Tracked, c: Tracked) -> Tracked:
         """Clip to [-c, c]; a clipped element inherits the scale of c."""
-        lo = np.asarray(a.x < -c.x, dtype=bool)
-        hi = np.asarray(a.x > c.x, dtype=bool)
-        x = np.where(lo, -c.x, np.where(hi, c.x, a.x))
+        ax, cx = (a.x, c.x) if (a.raw and c.raw) else (mp(a), mp(c))   # never a mixed array
+        lo = np.asarray(ax < -cx, dtype=bool)
+        hi = np.asarray(ax > cx, dtype=bool)
+        x = np.where(lo, -cx, np.where(hi, cx, ax))
         f = np.where(lo, -c.f, np.where(hi, c.f, a.f))
         s = np.where(lo | hi, c.s, a.s)
-        return Tracked(x, f, s, np.minimum(a.margin, c.margin))
+        return Tracked(x, f, s, np.minimum(a.margin, c.margin), a.raw and c.raw)
 
     def pow_int(self, a: Tracked, n: int, extra: float = 1.0) -> Tracked:
         """a**n for a scalar a; a library pow rounds within `extra` ulps (powf and pow
         are faithful), and is exact for n = 1 and for a base of 0 or 1."""
-        x = a.x ** n
+        x = mp(a) ** n
         f = float(x)
-        if n == 1 or (a.s == 0 and (a.x == 1 or a.x == 0)):
+        if n == 1 or (a.s == 0 and (x == 1 or x == 0)):
             return Tracked(x, f, a.s, a.margin)
         cond = n * abs(f) * (a.s / abs(a.f)) if a.f else 0.0
         return Tracked(x, f, cond + extra * abs(f) + self.tiny, a.margin)
@@ -196,7 +258,14 @@ class Arith:
           |a| + 2|w*b| + |result|  (plus the operands' own scales, and the hyper
           rounding scales of w and c times |b| and |a|).
         """
-        x = _fma(c.x, a.x, w.x * b.x) if isinstance(a.x, np.ndarray) else c.x * a.x + w.x * b.x
+        if not isinstance(a.x, np.ndarray):
+            x = mp(c) * a.x + mp(w) * b.x
+        elif _exact_product(w, b):      # w*b exact in float64: one fused op
+            x = _fma(mp(c), a.x, (w.f * b.f).astype(object))
+        elif _exact_product(c, a):
+            x = _fma(mp(w), b.x, (c.f * a.f).astype(object))
+        else:
+            x = _fma(mp(c), a.x, mp(w) * b.x)
         f = c.f * a.f + w.f * b.f
         s = (np.abs(c.f) * a.s + np.abs(w.f) * b.s + c.s * np.abs(a.f) + w.s * np.abs(b.f)
              + np.abs(a.f) + 2.0 * np.abs(w.f * b.f) + np.abs(f) + 2.0 * self.tiny)
@@ -215,8 +284,9 @@ class Arith:
         return Tracked(x, f, s, float(np.min(a.margin)) if np.size(a.margin) else math.inf)
 
     def where(self, cond: np.ndarray, a: Tracked, b: Tracked) -> Tracked:
-        return Tracked(np.where(cond, a.x, b.x), np.where(cond, a.f, b.f),
-                       np.where(cond, a.s, b.s), np.where(cond, a.margin, b.margin))
+        ax, bx = (a.x, b.x) if (a.raw and b.raw) else (mp(a), mp(b))
+        return Tracked(np.where(cond, ax, bx), np.where(cond, a.f, b.f),
+                       np.where(cond, a.s, b.s), np.where(cond, a.margin, b.margin), a.raw and b.raw)
 
 
 def _safe_div(a: Any, b: Any) -> Any:

@@ -1,0 +1,82 @@
+"""Speed of the exact reference, in element-steps per second, against plain mpmath.
+
+Both compute one keras-legacy float32 step at 113 bits on the same random state. The
+plain-mpmath baseline is the straightforward per-element loop (mpf objects, the page's
+formula, no error scale); the reference also computes S and the ill-conditioning margin
+for every element.
+
+    python benchmarks/bench_reference.py [--n 20000] [--repeat 3] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import mpmath
+import numpy as np
+
+from reference import AdamState, Hyper, step
+from spec import load_spec
+
+
+def state(n: int, seed: int = 0) -> tuple[AdamState, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    f = lambda x: x.astype(np.float32)  # noqa: E731
+    st = AdamState([f(rng.standard_normal(n))], [f(rng.standard_normal(n) * 0.1)],
+                   [f(rng.standard_normal(n) ** 2 * 0.01)], iterations=5)
+    return st, [f(rng.standard_normal(n))]
+
+
+def plain_mpmath(st: AdamState, grads: list[np.ndarray], h: Hyper) -> list[float]:
+    mpmath.mp.prec = 113
+    b1, b2, eps, lr = (mpmath.mpf(float(np.float32(x))) for x in (h.beta_1, h.beta_2, h.epsilon, h.learning_rate))
+    t = st.iterations + 1
+    alpha = lr * mpmath.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+    out = []
+    for p, m, v, g in zip(st.params[0].tolist(), st.m[0].tolist(), st.v[0].tolist(), grads[0].tolist()):
+        p, m, v, g = mpmath.mpf(p), mpmath.mpf(m), mpmath.mpf(v), mpmath.mpf(g)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        out.append(float(p - alpha * m / (mpmath.sqrt(v) + eps)))
+    return out
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    variant = load_spec().variant("keras-legacy")
+    h = Hyper()
+    st, g = state(a.n)
+    n_plain = max(a.n // 10, 1000)
+    st_small, g_small = state(n_plain)
+    t_ref = best(lambda: step(variant, "float32", h, st, g), a.repeat)
+    t_plain = best(lambda: plain_mpmath(st_small, g_small, h), a.repeat) * (a.n / n_plain)
+    res = {"elements": a.n, "reference_elem_steps_per_s": a.n / t_ref,
+           "plain_mpmath_elem_steps_per_s": a.n / t_plain, "speedup": t_plain / t_ref}
+    # agreement of the two on the shared elements (sanity: same formula, same inputs)
+    r = step(variant, "float32", h, st_small, g_small).approx("params")[0]
+    res["max_abs_diff_vs_plain"] = float(np.max(np.abs(r - np.array(plain_mpmath(st_small, g_small, h)))))
+    if a.json:
+        print(json.dumps(res, indent=1))
+        return
+    print(f"reference (gmpy2, with error scale) {res['reference_elem_steps_per_s']:12,.0f} element-steps/s")
+    print(f"plain mpmath loop                   {res['plain_mpmath_elem_steps_per_s']:12,.0f} element-steps/s")
+    print(f"speedup                             {res['speedup']:12.1f} x")
+    print(f"max |difference| of the results     {res['max_abs_diff_vs_plain']:12.3g}")
+
+
+if __name__ == "__main__":
+    main()
