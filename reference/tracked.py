@@ -160,7 +160,7 @@ class Arith:
 
     def __init__(self, dtype: str) -> None:
         self.fmt = fmt(dtype)
-        self.tiny = self.fmt.eta / self.fmt.u   # underflow, in u units
+        self.tiny = 2.0 ** self.fmt.emin   # underflow eta / u, in u units (eta itself underflows for float64)
 
     # -- elementary operations --------------------------------------------------
     def _ovf(self, f: Any, margin: Any) -> Any:
@@ -212,7 +212,10 @@ class Arith:
         multiply-add); S is that of the three separate roundings a backend spends."""
         q = self.div(num, den)
         upd_f = alpha.f * q.f
-        upd_s = np.abs(q.f) * alpha.s + np.abs(alpha.f) * q.s + np.abs(upd_f) + self.tiny
+        # the order (alpha * num) / den can underflow before the division: eta / |den|
+        with np.errstate(divide="ignore"):
+            under = self.tiny / np.abs(den.f)
+        upd_s = np.abs(q.f) * alpha.s + np.abs(alpha.f) * q.s + np.abs(upd_f) + self.tiny + under
         f = p.f - upd_f
         s = p.s + upd_s + np.abs(f)
         margin = self._ovf(f, self._ovf(upd_f, np.minimum(np.minimum(p.margin, q.margin), alpha.margin)))
