@@ -272,7 +272,9 @@ class Arith:
         f = c.f * a.f + w.f * b.f
         s = (np.abs(c.f) * a.s + np.abs(w.f) * b.s + c.s * np.abs(a.f) + w.s * np.abs(b.f)
              + np.abs(a.f) + 2.0 * np.abs(w.f * b.f) + np.abs(f) + 2.0 * self.tiny)
-        return Tracked(x, f, s, self._ovf(f, np.minimum(a.margin, b.margin)))
+        # the kernel order forms b - a first: it may overflow where the result does not
+        margin = self._ovf(np.abs(a.f) + np.abs(b.f), self._ovf(f, np.minimum(a.margin, b.margin)))
+        return Tracked(x, f, s, margin)
 
     def sum(self, a: Tracked) -> Tracked:
         """Sum of all elements; a reduction of n terms is allowed ceil(log2 n)+1 roundings
