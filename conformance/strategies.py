@@ -163,9 +163,10 @@ def _clip_near_gradients(draw, hyper: Hyper, grads: list) -> Hyper:
     binds (or just fails to) in most examples instead of almost never."""
     dense = [np.abs(g.values if isinstance(g, SparseGrad) else g).astype(np.float64) for g in grads if g is not None]
     finite = [d[np.isfinite(d)] for d in dense]
-    top = max((float(d.max()) for d in finite if d.size), default=0.0)
-    norm = max((float(np.sqrt(np.sum(d * d))) for d in finite if d.size), default=0.0)
-    total = float(np.sqrt(sum(float(np.sum(d * d)) for d in finite if d.size)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        top = max((float(d.max()) for d in finite if d.size), default=0.0)
+        norm = max((float(np.sqrt(np.sum(d * d))) for d in finite if d.size), default=0.0)
+        total = float(np.sqrt(sum(float(np.sum(d * d)) for d in finite if d.size)))
     kw = {}
     for k, scale in (("clipvalue", top), ("clipnorm", norm), ("global_clipnorm", total)):
         if getattr(hyper, k) is not None and scale > 0 and np.isfinite(scale) and draw(st.booleans()):
