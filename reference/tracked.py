@@ -219,6 +219,7 @@ class Arith:
         f = p.f - upd_f
         s = p.s + upd_s + np.abs(f)
         margin = self._ovf(f, self._ovf(upd_f, np.minimum(np.minimum(p.margin, q.margin), alpha.margin)))
+        margin = self._ovf(alpha.f * num.f, margin)   # the order (alpha * num) / den overflows first
         if isinstance(q.x, np.ndarray):
             x = _fma(-mp(alpha), q.x, p.x)
         else:
