@@ -53,11 +53,14 @@ def element_ratios(exact: np.ndarray, scale: np.ndarray, margin: np.ndarray,
     u = fmt(dtype).u
     obs = np.asarray(observed).astype(np.float64)
     ex64 = np.asarray(exact.astype(np.float64) if isinstance(exact, np.ndarray) else float(exact))
-    # NaN margins or scales come from intermediates past the float64 range: ill as well
-    ill = ~(np.asarray(margin) > 2.0 * k * u) | ~np.isfinite(np.asarray(scale, dtype=np.float64))
-    both_nan = np.isnan(ex64) & np.isnan(obs)
     rounded = ex64.astype(np_dtype(dtype)).astype(np.float64) if ex64.size else ex64
-    special = ~np.isfinite(rounded) | ~np.isfinite(obs)
+    # Where the exact result is itself inf or NaN (IEEE special inputs, or a result past
+    # the format's range) the backend must give the same; elsewhere NaN margins or
+    # scales come from intermediates past the float64 range and count as ill-conditioned.
+    exact_special = ~np.isfinite(rounded)
+    ill = (~(np.asarray(margin) > 2.0 * k * u) | ~np.isfinite(np.asarray(scale, dtype=np.float64))) & ~exact_special
+    both_nan = np.isnan(ex64) & np.isnan(obs)
+    special = exact_special | ~np.isfinite(obs)
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.zeros(obs.shape)
         fin = ~special

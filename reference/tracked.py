@@ -163,20 +163,24 @@ class Arith:
         self.tiny = 2.0 ** self.fmt.emin   # underflow eta / u, in u units (eta itself underflows for float64)
 
     # -- elementary operations --------------------------------------------------
-    def _ovf(self, f: Any, margin: Any) -> Any:
-        """An intermediate past the largest finite number voids the first-order model."""
+    def _ovf(self, f: Any, margin: Any, *operands: Any) -> Any:
+        """An intermediate past the largest finite number voids the first-order model,
+        unless an operand was already infinite or NaN (then IEEE rules decide)."""
         with np.errstate(invalid="ignore"):
-            return np.where(np.abs(f) > self.fmt.max, 0.0, margin)
+            flag = np.abs(f) > self.fmt.max
+            for op in operands:
+                flag = flag & np.isfinite(op)
+            return np.where(flag, 0.0, margin)
 
     def add(self, a: Tracked, b: Tracked) -> Tracked:
         f = a.f + b.f
         x, y = _pair(a, b)
-        return Tracked(x + y, f, a.s + b.s + np.abs(f), self._ovf(f, np.minimum(a.margin, b.margin)))
+        return Tracked(x + y, f, a.s + b.s + np.abs(f), self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f))
 
     def sub(self, a: Tracked, b: Tracked) -> Tracked:
         f = a.f - b.f
         x, y = _pair(a, b)
-        return Tracked(x - y, f, a.s + b.s + np.abs(f), self._ovf(f, np.minimum(a.margin, b.margin)))
+        return Tracked(x - y, f, a.s + b.s + np.abs(f), self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f))
 
     def neg(self, a: Tracked) -> Tracked:
         return Tracked(-a.x, -a.f, a.s, a.margin, a.raw)
@@ -184,7 +188,7 @@ class Arith:
     def mul(self, a: Tracked, b: Tracked) -> Tracked:
         f = a.f * b.f
         s = np.abs(b.f) * a.s + np.abs(a.f) * b.s + np.abs(f) + self.tiny
-        m = self._ovf(f, np.minimum(a.margin, b.margin))
+        m = self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f)
         if _exact_product(a, b):
             x = f.astype(object) if isinstance(f, np.ndarray) else float(f)
             return Tracked(x, f, s, m, raw=True, bits=a.bits + b.bits)
@@ -197,7 +201,7 @@ class Arith:
             ab = np.abs(b.f)
             s = a.s / ab + np.abs(f) * b.s / ab + np.abs(f) + self.tiny
             m = np.where(b.s > 0, ab / np.where(b.s > 0, b.s, 1.0), np.where(ab > 0, math.inf, 0.0))
-        return Tracked(_safe_div(*_pair(a, b)), f, s, self._ovf(f, np.minimum(np.minimum(a.margin, b.margin), m)))
+        return Tracked(_safe_div(*_pair(a, b)), f, s, self._ovf(f, np.minimum(np.minimum(a.margin, b.margin), m), a.f, b.f))
 
     def sqrt(self, a: Tracked) -> Tracked:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -218,8 +222,9 @@ class Arith:
         upd_s = np.abs(q.f) * alpha.s + np.abs(alpha.f) * q.s + np.abs(upd_f) + self.tiny + under
         f = p.f - upd_f
         s = p.s + upd_s + np.abs(f)
-        margin = self._ovf(f, self._ovf(upd_f, np.minimum(np.minimum(p.margin, q.margin), alpha.margin)))
-        margin = self._ovf(alpha.f * num.f, margin)   # the order (alpha * num) / den overflows first
+        ops = (p.f, alpha.f, num.f, den.f)
+        margin = self._ovf(f, self._ovf(upd_f, np.minimum(np.minimum(p.margin, q.margin), alpha.margin), *ops), *ops)
+        margin = self._ovf(alpha.f * num.f, margin, *ops)   # the order (alpha * num) / den overflows first
         if isinstance(q.x, np.ndarray):
             x = _fma(-mp(alpha), q.x, p.x)
         else:
@@ -274,7 +279,7 @@ class Arith:
         s = (np.abs(c.f) * a.s + np.abs(w.f) * b.s + c.s * np.abs(a.f) + w.s * np.abs(b.f)
              + np.abs(a.f) + 2.0 * np.abs(w.f * b.f) + np.abs(f) + 2.0 * self.tiny)
         # the kernel order forms b - a first: it may overflow where the result does not
-        margin = self._ovf(np.abs(a.f) + np.abs(b.f), self._ovf(f, np.minimum(a.margin, b.margin)))
+        margin = self._ovf(np.abs(a.f) + np.abs(b.f), self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f), a.f, b.f)
         return Tracked(x, f, s, margin)
 
     def sum(self, a: Tracked) -> Tracked:
