@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-from hypothesis import HealthCheck, Verbosity, given, reject, settings
+from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
 from hypothesis import seed as hyp_seed
 from hypothesis.errors import Flaky, Unsatisfiable
 
@@ -127,8 +127,11 @@ class Runner:
         kw = dict(PROFILES[self.profile])
         if self.max_examples:
             kw["max_examples"] = self.max_examples
+        # No explain phase: it re-runs the failing case hundreds of times to annotate it,
+        # which the replay command makes unnecessary and which can take minutes.
+        phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
         return settings(database=None, deadline=None, verbosity=Verbosity.quiet, report_multiple_bugs=False,
-                        suppress_health_check=list(HealthCheck), print_blob=False, **kw)
+                        suppress_health_check=list(HealthCheck), print_blob=False, phases=phases, **kw)
 
     def run(self, variants: Iterable[str], dtypes: Iterable[str], only: Iterable[str] | None = None,
             fail_fast: bool = False) -> RunResult:
