@@ -24,7 +24,7 @@ import gmpy2
 import numpy as np
 
 from spec.model import Variant
-from reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype
+from reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype, present_fields
 from reference.tracked import Arith, Tracked, const, decimal_of, exact, fmt, from_array, mp, to_float64
 
 DEFAULT_PRECISION = 113
@@ -56,12 +56,7 @@ class ExactState:
                    conv(st.ema), bp(st.beta1_power), bp(st.beta2_power))
 
     def fields(self) -> dict[str, list[Tracked]]:
-        out = {"params": self.params, "m": self.m, "v": self.v}
-        if self.vhat is not None:
-            out["vhat"] = self.vhat
-        if self.ema is not None:
-            out["ema"] = self.ema
-        return out
+        return present_fields(self)
 
     def rounded(self, dtype: str) -> AdamState:
         """The exact state rounded to the dtype (via float64), as a plain AdamState."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 
@@ -146,6 +146,17 @@ class SparseGrad:
 Grad = Union[np.ndarray, SparseGrad, None]
 
 
+def present_fields(state: Any) -> dict[str, list]:
+    """params, m, v, and vhat / ema where present: the per-variable fields of a state
+    (plain or exact), in one fixed order."""
+    out = {"params": state.params, "m": state.m, "v": state.v}
+    if state.vhat is not None:
+        out["vhat"] = state.vhat
+    if state.ema is not None:
+        out["ema"] = state.ema
+    return out
+
+
 @dataclass
 class AdamState:
     """Full optimizer state around one step; every array has the parameter's dtype.
@@ -187,12 +198,7 @@ class AdamState:
 
     def arrays(self) -> dict[str, list[np.ndarray]]:
         """The array fields that are present, by name (for comparison and reporting)."""
-        out = {"params": self.params, "m": self.m, "v": self.v}
-        if self.vhat is not None:
-            out["vhat"] = self.vhat
-        if self.ema is not None:
-            out["ema"] = self.ema
-        return out
+        return present_fields(self)
 
 
 @dataclass(frozen=True)
