@@ -54,13 +54,14 @@ def element_ratios(exact: np.ndarray, scale: np.ndarray, margin: np.ndarray,
     obs = np.asarray(observed).astype(np.float64)
     ex64 = np.asarray(exact.astype(np.float64) if isinstance(exact, np.ndarray) else float(exact))
     rounded = ex64.astype(np_dtype(dtype)).astype(np.float64) if ex64.size else ex64
-    # Where the exact result is itself inf or NaN (IEEE special inputs, or a result past
-    # the format's range) the backend must give the same; elsewhere NaN margins or
-    # scales come from intermediates past the float64 range and count as ill-conditioned.
-    exact_special = ~np.isfinite(rounded)
-    ill = (~(np.asarray(margin) > 2.0 * k * u) | ~np.isfinite(np.asarray(scale, dtype=np.float64))) & ~exact_special
+    # Where the exact result is itself inf or NaN (IEEE special inputs) the backend must
+    # give the same and nothing is excused; elsewhere NaN margins or scales come from
+    # intermediates past the float64 range and count as ill-conditioned. A finite exact
+    # result past the dtype's range must round to inf unless the element is ill.
+    true_special = ~np.isfinite(ex64)
+    ill = (~(np.asarray(margin) > 2.0 * k * u) | ~np.isfinite(np.asarray(scale, dtype=np.float64))) & ~true_special
     both_nan = np.isnan(ex64) & np.isnan(obs)
-    special = exact_special | ~np.isfinite(obs)
+    special = ~np.isfinite(rounded) | ~np.isfinite(obs)
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.zeros(obs.shape)
         fin = ~special
