@@ -105,13 +105,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--elements", type=int, default=100_000, help="bulk element-steps per order and dtype")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--dev-examples", type=int, default=None, help="examples per check in the dev-profile phase (default: the profile's)")
     a = ap.parse_args()
     report: dict = {"K": {f: t.k for f, t in SPEC.tolerances.items()}, "correct": {}, "bugs": {}}
     t0 = time.perf_counter()
     for b in CORRECT:
         name = type(b).__name__
         r = {"bulk": bulk(b, a.elements)}
-        g = gate(b, "dev")
+        g = gate(b, "dev", max_examples=a.dev_examples)
         r["edge_cases"] = {"worst_ratio": g["worst_ratio"], "examples": g["examples"], "failures": g["failures"]}
         report["correct"][name] = r
         print(f"{name:14s} bulk f32 worst {r['bulk']['float32']['worst_ratio']:.3g} "

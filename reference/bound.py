@@ -70,7 +70,9 @@ def element_ratios(exact: np.ndarray, scale: np.ndarray, margin: np.ndarray,
             err[fin] = np.abs(diff.astype(np.float64))
         bound = u * np.asarray(scale, dtype=np.float64)
         ratio = np.where(err == 0, 0.0, np.where(bound > 0, err / np.where(bound > 0, bound, 1.0), math.inf))
-    same_special = special & ((rounded == obs) | both_nan)
+    # With infinite or NaN inputs, which of inf or NaN comes out depends on the op order
+    # (inf - inf in a lerp form): any non-finite result matches a non-finite exact one.
+    same_special = special & ((rounded == obs) | both_nan | (true_special & ~np.isfinite(obs)))
     ratio = np.where(special, np.where(same_special, 0.0, math.inf), ratio)
     return ratio, ill
 
