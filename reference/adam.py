@@ -112,7 +112,8 @@ class _Scalars:
         the spec, betas in hyper_dtype, and plain Python floats (clip thresholds,
         decay, weight_decay, EMA momentum) converted straight to the parameter dtype."""
         v = self.variant
-        h = {"lr": v.lr_dtype, "eps": v.eps_dtype or v.hyper_dtype, "beta": v.hyper_dtype}.get(kind, "param")
+        h = {"lr": v.lr_dtype, "eps": v.eps_dtype or v.hyper_dtype, "beta": v.hyper_dtype,
+             "power": v.power_dtype or v.hyper_dtype, "aux": v.aux_dtype}.get(kind, "param")
         return self.dtype if h == "param" else h
 
     def primary(self, x: float, kind: str = "beta") -> Tracked:
@@ -127,10 +128,14 @@ class _Scalars:
         """1 - beta, formed the variant's way (spec field one_minus_beta)."""
         if self.variant.one_minus_beta == "in-dtype":
             return A.sub(const(1), self.primary(beta))
-        c = 1.0 - float(beta)
+        return self.one_minus_value(beta)
+
+    def one_minus_value(self, x: float) -> Tracked:
+        """1 - x formed in Python double and then cast to the parameter dtype."""
+        c = 1.0 - float(x)
         if self.mode == "rounded":
             return const(_round_to(c, self.dtype))
-        return const(1 - decimal_of(beta), abs(c))
+        return const(1 - decimal_of(x), abs(c))
 
     def power_base(self, beta: float) -> Tracked:
         """The beta that beta**t is formed from (torch forms bias corrections in double)."""
@@ -138,7 +143,7 @@ class _Scalars:
             if self.mode == "rounded":
                 return const(float(beta))
             return const(decimal_of(beta), abs(beta) * _u_ratio("float64", self.dtype))
-        return self.primary(beta)
+        return self.primary(beta, "power")
 
 
 # -- the step ---------------------------------------------------------------------
@@ -215,7 +220,7 @@ def _learning_rate(sc: _Scalars, A: Arith, hyper: Hyper, iterations: int) -> Tra
     else:
         t = sc.primary(float(lr), "lr")
     if hyper.decay:
-        d = sc.primary(hyper.decay, "param")
+        d = sc.primary(hyper.decay, "aux")
         t = A.div(t, A.add(const(1), A.mul(d, const(iterations))))
     return t
 
@@ -235,40 +240,63 @@ def _schedule_exact(s: Schedule, step_: int) -> tuple[gmpy2.mpfr, int]:
     return decimal_of(s.initial) / (1 + decimal_of(s.rate) * p), 4
 
 
-def _dense_grad(A: Arith, g: Grad, shape: tuple[int, ...]) -> Tracked:
-    """Gradient as an exact dense array; sparse duplicates are summed, each sum rounding."""
-    if not isinstance(g, SparseGrad):
-        return from_array(g)
-    vals = from_array(np.asarray(g.values))
-    x = np.empty(shape, dtype=object)
+@dataclass
+class _Slices:
+    """A sparse gradient kept as its raw slices until it is densified."""
+
+    idx: np.ndarray
+    vals: Tracked
+    shape: tuple[int, ...]
+
+
+def _grad_input(g: Grad) -> Tracked | _Slices | None:
+    if g is None:
+        return None
+    if isinstance(g, SparseGrad):
+        return _Slices(np.asarray(g.indices, dtype=np.int64), from_array(np.asarray(g.values)), tuple(g.dense_shape))
+    return from_array(g)
+
+
+def _densify(A: Arith, sl: _Slices, square: bool = False) -> Tracked:
+    """Scatter-add the slices (or their squares) into a dense array; every addition of a
+    repeated row rounds once."""
+    vals = A.mul(sl.vals, sl.vals) if square else sl.vals
+    x = np.empty(sl.shape, dtype=object)
     x[...] = exact(0)
-    f = np.zeros(shape)
-    mag = np.zeros(shape)
-    count = np.zeros(shape[:1], dtype=np.int64)
-    idx = np.asarray(g.indices, dtype=np.int64)
-    np.add.at(x, idx, vals.x)
-    np.add.at(f, idx, vals.f)
-    np.add.at(mag, idx, np.abs(vals.f))
-    np.add.at(count, idx, 1)
-    extra = np.maximum(count - 1, 0).reshape((-1,) + (1,) * (len(shape) - 1))
-    return Tracked(x, f, extra * mag, np.full(shape, math.inf))
+    f = np.zeros(sl.shape)
+    s = np.zeros(sl.shape)
+    mag = np.zeros(sl.shape)
+    count = np.zeros(sl.shape[:1], dtype=np.int64)
+    np.add.at(x, sl.idx, vals.x)
+    np.add.at(f, sl.idx, vals.f)
+    np.add.at(s, sl.idx, np.broadcast_to(vals.s, vals.shape))
+    np.add.at(mag, sl.idx, np.abs(vals.f))
+    np.add.at(count, sl.idx, 1)
+    extra = np.maximum(count - 1, 0).reshape((-1,) + (1,) * (len(sl.shape) - 1))
+    margin = np.full(sl.shape, math.inf)
+    if np.size(vals.margin) > 1:
+        np.minimum.at(margin, sl.idx, vals.margin)
+    return Tracked(x, f, s + extra * mag, margin)
 
 
-def _clip(A: Arith, sc: _Scalars, policy: str, hyper: Hyper, gs: list[Tracked | None]) -> list[Tracked | None]:
+def _clip(A: Arith, sc: _Scalars, policy: str, hyper: Hyper, gs: list) -> list:
+    """Clip dense gradients, or the raw slices of sparse ones, by the variant's policy."""
     order = ["clipvalue", "clipnorm", "global_clipnorm"]
     if policy == "first-of":
         first = next((k for k in ("clipnorm", "global_clipnorm", "clipvalue") if getattr(hyper, k) is not None), None)
         order = [first] if first else []
     active = [k for k in order if getattr(hyper, k) is not None]
+    tensor = lambda g: g.vals if isinstance(g, _Slices) else g  # noqa: E731
+    rewrap = lambda g, t: _Slices(g.idx, t, g.shape) if isinstance(g, _Slices) else t  # noqa: E731
     for k in active:
         c = sc.primary(getattr(hyper, k), "param")
         if k == "clipvalue":
-            gs = [None if g is None else A.clip(g, c) for g in gs]
+            gs = [None if g is None else rewrap(g, A.clip(tensor(g), c)) for g in gs]
         elif k == "clipnorm":
-            gs = [None if g is None else _scale_by_norm(A, g, _norm(A, [g]), c) for g in gs]
+            gs = [None if g is None else rewrap(g, _scale_by_norm(A, tensor(g), _norm(A, [tensor(g)]), c)) for g in gs]
         else:
-            norm = _norm(A, [g for g in gs if g is not None])
-            gs = [None if g is None else _scale_by_norm(A, g, norm, c) for g in gs]
+            norm = _norm(A, [tensor(g) for g in gs if g is not None])
+            gs = [None if g is None else rewrap(g, _scale_by_norm(A, tensor(g), norm, c)) for g in gs]
     return gs
 
 
@@ -317,31 +345,42 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
     one = const(1)
     bc1, bc2 = A.sub(one, p1), A.sub(one, p2)
 
-    gs: list[Tracked | None] = [None if g is None else _dense_grad(A, g, p.shape)
-                                for g, p in zip(grads, st.params)]
-    if variant.clip_policy != "none":
+    gs = [_grad_input(g) for g in grads]
+    if variant.clip_policy != "none" and any(getattr(hyper, k) is not None for k in ("clipvalue", "clipnorm", "global_clipnorm")):
+        if variant.sparse_clip == "summed":
+            gs = [_densify(A, g) if isinstance(g, _Slices) else g for g in gs]
         gs = _clip(A, sc, variant.clip_policy, hyper, gs)
+    # v's target: g*g, except that Keras 3 squares the raw slices before summing them
+    gsq = [_densify(A, g, square=True) if isinstance(g, _Slices) and variant.sparse == "squares-summed" else None
+           for g in gs]
+    gs = [_densify(A, g) if isinstance(g, _Slices) else g for g in gs]
 
     alpha = None
     if variant.formula == "epsilon-hat":
         alpha = A.div(A.mul(lr, A.sqrt(bc2)), bc1)
         if hyper.adaptive_epsilon:
             eps = A.mul(eps, A.sqrt(bc2))
-    wd = sc.primary(hyper.weight_decay, "param") if hyper.weight_decay else None
+    wd = sc.primary(hyper.weight_decay, "aux") if hyper.weight_decay else None
     mu = sc.primary(hyper.ema_momentum, "param") if hyper.use_ema else None
     if mu is not None and st.iterations == 0 and variant.ema_first_step == "copy":
         mu = const(0)   # Keras 3: the first average is a copy of the updated variable
+    one_minus_mu = None
+    if mu is not None:
+        if variant.ema_one_minus == "double-then-cast" and not (st.iterations == 0 and variant.ema_first_step == "copy"):
+            one_minus_mu = sc.one_minus_value(hyper.ema_momentum)
+        else:
+            one_minus_mu = A.sub(one, mu)
     freq = hyper.ema_overwrite_frequency
     overwrite = bool(mu is not None and freq and (st.iterations + 1) % freq == 0)
 
     out = ExactState([], [], [], t,
                      [] if st.vhat is not None else None,
                      [] if st.ema is not None else None, next_p1, next_p2)
-    for i, (p, m, v, g) in enumerate(zip(st.params, st.m, st.v, gs)):
+    for i, (p, m, v, g, g2) in enumerate(zip(st.params, st.m, st.v, gs, gsq)):
         vh = st.vhat[i] if st.vhat is not None else None
         av = st.ema[i] if st.ema is not None else None
         if g is None:  # no gradient: the variable and its slots stay; its EMA still moves
-            av2 = A.lerp(av, p, A.sub(one, mu), mu) if mu is not None else av
+            av2 = A.lerp(av, p, one_minus_mu, mu) if mu is not None else av
             out.params.append(av2 if overwrite else p); out.m.append(m); out.v.append(v)
             if vh is not None:
                 out.vhat.append(vh)
@@ -353,7 +392,7 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
         if wd is not None and variant.weight_decay == "decoupled":
             p = A.sub(p, A.mul(A.mul(p, wd), lr))
         m2 = A.lerp(m, g, c1, b1)
-        v2 = A.lerp(v, A.mul(g, g), c2, b2)
+        v2 = A.lerp(v, g2 if g2 is not None else A.mul(g, g), c2, b2)
         vh2 = None
         if variant.formula == "epsilon-hat":
             den_v = v2
@@ -374,7 +413,7 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
             p2_ = A.sub(p, A.div(A.mul(lr, A.div(m2, bc1)), A.add(A.sqrt(vc), eps)))
         av2 = None
         if mu is not None:
-            av2 = A.lerp(av, p2_, A.sub(one, mu), mu)
+            av2 = A.lerp(av, p2_, one_minus_mu, mu)
             if overwrite:
                 p2_ = av2
         out.params.append(p2_); out.m.append(m2); out.v.append(v2)

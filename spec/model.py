@@ -20,7 +20,8 @@ ONE_MINUS_BETA = ("in-dtype", "double-then-cast")
 AMSGRAD_FORMS = ("none", "raw-max", "torch", "optax")
 CLIP_POLICIES = ("none", "sequential", "first-of", "exclusive")
 WEIGHT_DECAY_FORMS = ("none", "decoupled", "l2")
-SPARSE_FORMS = ("dense-equivalent", "densified", "unsupported")
+SPARSE_FORMS = ("dense-equivalent", "densified", "squares-summed", "unsupported")
+SPARSE_CLIP = ("summed", "raw-slices")
 EMA_FIRST_STEP = ("average", "copy")
 ZERO_EPSILON = ("kept", "default")  # "default": epsilon 0 or None becomes the default
 LR_ALIAS = ("none", "alias", "ignored", "error")
@@ -98,7 +99,11 @@ class Variant:
     allowed_kwargs: tuple[str, ...] = ()
     zero_epsilon: str = "kept"  # ZERO_EPSILON: what the constructor does with epsilon 0 or None
     eps_dtype: str = ""         # HYPER_DTYPES; "" means the same as hyper_dtype
-    ema_first_step: str = "average"  # EMA_FIRST_STEP: "copy" when the first update just copies  # **kwargs the constructor accepts besides arguments
+    ema_first_step: str = "average"  # EMA_FIRST_STEP: "copy" when the first update just copies
+    power_dtype: str = ""       # HYPER_DTYPES: where the beta that beta**t is formed from is held ("" = hyper_dtype)
+    aux_dtype: str = "param"    # HYPER_DTYPES: where decay and weight_decay are held
+    ema_one_minus: str = "in-dtype"  # ONE_MINUS_BETA: how 1 - ema_momentum is formed
+    sparse_clip: str = "summed"      # SPARSE_CLIP: clipping sees raw slices or duplicates summed  # **kwargs the constructor accepts besides arguments
 
     def argument(self, canonical: str) -> Argument | None:
         """The argument with this canonical name, or None when the API lacks it."""

@@ -98,13 +98,13 @@ class FmaOrder(TextbookAdam):
 
     def decayed_lr(self, ctx):
         if ctx.variant in LEGACY_VARIANTS and ctx.hyper.decay:
-            return ctx.lr / fma(ctx, ctx.s(ctx.hyper.decay), ctx.s(ctx.iterations), ctx.s(1))[()]
+            return ctx.lr / fma(ctx, ctx.s(np.float32(ctx.hyper.decay)), ctx.s(ctx.iterations), ctx.s(1))[()]
         return ctx.lr
 
     def weight_decay(self, ctx, p, g):
         wd = ctx.hyper.weight_decay
         if ctx.variant == "keras3" and wd:
-            p = fma(ctx, -(p * ctx.s(wd)), ctx.lr, p)
+            p = fma(ctx, -(p * ctx.s(np.float32(wd))), ctx.lr, p)
         return p, g
 
     def update_m(self, ctx, m, g):

@@ -231,6 +231,7 @@ class SparseSumOfSquares(PlantedBug):
     update."""
 
     expected_clause_area = "sparse"
+    variants = ("tf1", "tf1-compat", "keras-v2", "keras-legacy")   # Keras 3 really does this
 
     def square_grad(self, ctx, g, raw):
         if isinstance(raw, SparseGrad):

@@ -263,7 +263,8 @@ class TextbookAdam:
     def decayed_lr(self, ctx: StepContext) -> Any:
         """keras-legacy inverse-time decay, lr / (1 + decay * iterations), in T."""
         if ctx.variant in LEGACY_VARIANTS and ctx.hyper.decay:
-            return ctx.lr / (ctx.s(1) + ctx.s(ctx.hyper.decay) * ctx.s(ctx.iterations))
+            # OptimizerV2 casts the decay through a float32 tensor
+            return ctx.lr / (ctx.s(1) + ctx.s(np.float32(ctx.hyper.decay)) * ctx.s(ctx.iterations))
         return ctx.lr
 
     def step_number(self, ctx: StepContext) -> int:
@@ -280,7 +281,9 @@ class TextbookAdam:
             p2 = np.float32(b2f if state.beta2_power is None else state.beta2_power)
             return s(p1), s(p2), self.advance_powers(ctx, p1, p2, b1f, b2f)
         t = s(self.step_number(ctx))
-        return np.power(ctx.b1, t), np.power(ctx.b2, t), None
+        # Keras forms beta**t from tf.cast(beta, T): a float32 tensor first
+        b1, b2 = s(np.float32(ctx.hyper.beta_1)), s(np.float32(ctx.hyper.beta_2))
+        return np.power(b1, t), np.power(b2, t), None
 
     def advance_powers(self, ctx: StepContext, p1, p2, b1f, b2f) -> tuple[float, float]:
         """TF1's `beta1_power * beta1` after the step, in float32."""
@@ -340,7 +343,13 @@ class TextbookAdam:
         return [None if g is None else g * scale for g in grads]
 
     def square_grad(self, ctx: StepContext, g: np.ndarray, raw: Grad) -> np.ndarray:
-        """The target of the second moment: g*g of the (summed) gradient."""
+        """The target of the second moment: g*g of the (summed) gradient; Keras 3 on TF
+        squares the raw slices of a sparse gradient and then sums repeated rows."""
+        if ctx.variant == "keras3" and isinstance(raw, SparseGrad):
+            out = np.zeros(raw.dense_shape, dtype=ctx.T)
+            vals = np.asarray(raw.values).astype(ctx.T, copy=False)
+            np.add.at(out, np.asarray(raw.indices, dtype=np.int64), vals * vals)
+            return out
         return g * g
 
     # ------------------------------------------------------------------ one variable
@@ -348,7 +357,7 @@ class TextbookAdam:
         """Keras 3 decoupled decay before the update: p -= p * wd * lr."""
         wd = ctx.hyper.weight_decay
         if ctx.variant == "keras3" and wd:
-            p = p - p * ctx.s(wd) * ctx.lr
+            p = p - p * ctx.s(np.float32(wd)) * ctx.lr   # tf.cast of a Python float: float32 first
         return p, g
 
     def moment_dtype(self, ctx: StepContext) -> np.dtype:
