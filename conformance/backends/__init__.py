@@ -1,0 +1,1 @@
+"""Backends bundled with adamconf (numpy always; the framework adapters when installed)."""
