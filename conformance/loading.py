@@ -11,6 +11,7 @@ GROUP = "adamconf.backends"
 # Bundled backends, so they are found even when the package is not installed.
 BUNDLED = {
     "numpy": "conformance.backends.numpy_backend:NumpyBackend",
+    "tensorflow": "conformance.backends.tensorflow_backend:TensorFlowBackend",
 }
 
 

@@ -23,6 +23,16 @@ started already, `unsupported()` says so for keras-dtensor.
 Optimizers and variables are cached per (variant, dtype, shapes, hyperparameters), so
 repeated steps with the same configuration (a trajectory, a benchmark loop) skip the
 construction; the state is still loaded in full from the input on every call.
+
+What TensorFlow 2.21 does that the spec does not (yet) say, seen through this backend:
+- CPU kernels run with flush-to-zero and denormals-are-zero (float32, float64 and
+  bfloat16; float16 keeps its subnormals): a subnormal input counts as 0 and a
+  subnormal result becomes 0.
+- tf.cast / keras.ops.cast of a Python float go through a float32 tensor, so in
+  float64 the Keras beta-power base, weight decay and legacy decay are float32-rounded.
+- OptimizerV2 rejects clipnorm together with global_clipnorm (ValueError).
+- Keras 3 squares IndexedSlices values before summing repeated indices.
+- Under a DTensor mesh the new optimizer never updates its EMA.
 """
 from __future__ import annotations
 
