@@ -1,10 +1,13 @@
 """Unit tests of the bundled numpy backend, against a plain float64 formula.
 
 The formula below is written independently of both the backend and the reference
-package: the TF kernel's update in float64, fed with the scalars the brief says each
-variant rounds its hyperparameters to. Tolerances are K * u * (magnitude of the terms),
-u the unit roundoff of the dtype, so a wrong expression (bias correction, epsilon
-placement, hyperparameter rounding of 1 - beta_2) fails while rounding passes.
+package: the TF kernel's update in float64, fed with the scalars each variant rounds
+its hyperparameters to. Tolerances are K * u * (magnitude of the terms), u the unit
+roundoff of the dtype, so a wrong expression (bias correction, epsilon placement,
+hyperparameter rounding of 1 - beta_2) fails while rounding passes.
+
+The last section compares with TensorFlow itself, bit for bit, when tensorflow (and
+tf_keras, keras) are installed; it is skipped otherwise.
 """
 from __future__ import annotations
 
@@ -204,7 +207,7 @@ def test_chunked_threaded_path_is_bit_identical_to_unchunked():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
-def test_dense_update_chunk_and_thread_invariance(dtype):
+def test_dense_update_chunk_and_thread_invariance(dtype, monkeypatch):
     T = np_dtype(dtype)
     rng = np.random.default_rng(5)
     n = 70_001
@@ -215,12 +218,8 @@ def test_dense_update_chunk_and_thread_invariance(dtype):
     results = []
     for threads, chunk in ((1, n), (2, 1000), (3, 4097)):
         outs = [np.empty(n, T) for _ in range(4)]
-        old = nb.PARALLEL_MIN
-        nb.PARALLEL_MIN = 0                                  # force the pool even for small n
-        try:
-            nb.dense_update(c, g, p, m, v, vh, *outs, threads=threads, chunk=chunk)
-        finally:
-            nb.PARALLEL_MIN = old
+        monkeypatch.setattr(nb, "PARALLEL_MIN", 0)          # use the pool even for small n
+        nb.dense_update(c, g, p, m, v, vh, *outs, threads=threads, chunk=chunk)
         results.append(outs)
     for other in results[1:]:
         for a, b in zip(results[0], other):
