@@ -13,7 +13,7 @@ import numpy as np
 
 from reference.state import Schedule, SparseGrad
 
-from .textbook import KERAS_VARIANTS, LEGACY_VARIANTS, TF1_VARIANTS, TextbookAdam
+from .textbook import KERAS_VARIANTS, LEGACY_VARIANTS, TF1_VARIANTS, TextbookAdam, summed_squares
 
 AREAS = ("update", "amsgrad", "sparse", "clip", "decay", "schedule", "ema", "weight_decay",
          "beta_powers", "epsilon", "dtype", "state")
@@ -234,12 +234,7 @@ class SparseSumOfSquares(PlantedBug):
     variants = ("tf1", "tf1-compat", "keras-v2", "keras-legacy")   # Keras 3 really does this
 
     def square_grad(self, ctx, g, raw):
-        if isinstance(raw, SparseGrad):
-            vals = np.asarray(raw.values).astype(ctx.T, copy=False)
-            out = np.zeros(raw.dense_shape, dtype=ctx.T)
-            np.add.at(out, np.asarray(raw.indices, dtype=np.int64), vals * vals)
-            return out
-        return g * g
+        return summed_squares(raw, ctx.T) if isinstance(raw, SparseGrad) else g * g
 
 
 class NoneGradAsZero(PlantedBug):

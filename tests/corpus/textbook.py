@@ -346,10 +346,7 @@ class TextbookAdam:
         """The target of the second moment: g*g of the (summed) gradient; Keras 3 on TF
         squares the raw slices of a sparse gradient and then sums repeated rows."""
         if ctx.variant == "keras3" and isinstance(raw, SparseGrad):
-            out = np.zeros(raw.dense_shape, dtype=ctx.T)
-            vals = np.asarray(raw.values).astype(ctx.T, copy=False)
-            np.add.at(out, np.asarray(raw.indices, dtype=np.int64), vals * vals)
-            return out
+            return summed_squares(raw, ctx.T)
         return g * g
 
     # ------------------------------------------------------------------ one variable
@@ -403,6 +400,14 @@ class TextbookAdam:
         if (ctx.iterations + 1) % ctx.hyper.ema_overwrite_frequency == 0:
             return avg.copy()
         return p
+
+
+def summed_squares(raw: SparseGrad, T: np.dtype) -> np.ndarray:
+    """Each slice squared, then repeated rows summed (not the square of the sum)."""
+    out = np.zeros(raw.dense_shape, dtype=T)
+    vals = np.asarray(raw.values).astype(T, copy=False)
+    np.add.at(out, np.asarray(raw.indices, dtype=np.int64), vals * vals)
+    return out
 
 
 def _arrays(xs: list | None) -> list[np.ndarray] | None:
