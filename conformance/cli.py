@@ -168,7 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"spec": spec_commands.run, "ref": ref_commands.run, "check": run_check,
                 "replay": run_replay, "report": run_report}
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except BrokenPipeError:   # output piped into head and the like: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,13 @@ EXIT_USAGE = 2
 
 # Why a difference in a field matters when comparing two implementations.
 HINTS: dict[str, str] = {
+    "eps_dtype": "epsilon is rounded through float32 or straight to the parameter dtype",
+    "power_dtype": "beta**t starts from a float32-rounded beta or from the double (float64 only)",
+    "aux_dtype": "decay and weight_decay are rounded through float32 or straight to the dtype",
+    "zero_epsilon": "epsilon=0 is kept, or silently replaced by the default",
+    "ema_first_step": "the first EMA update averages with the old copy, or just copies",
+    "ema_one_minus": "1 - ema_momentum formed in double or in the dtype",
+    "sparse_clip": "IndexedSlices are clipped before or after their duplicates are summed",
     "family": "a TF API versus a foreign peer: only the formula family decides comparability",
     "formula": "epsilon placement: no constant maps one onto the other "
                "(eps_hat = eps * sqrt(1 - beta_2^t) changes with t)",
@@ -52,8 +59,9 @@ ARG_HINTS: dict[str, str] = {
     "beta_2": "a different default decay rate changes the second moment",
     "name": "variable and op names differ, so checkpoints do not match by name",
 }
-_COMPARED = ("family", "formula", "beta_powers", "hyper_dtype", "lr_dtype", "one_minus_beta",
-             "amsgrad", "clip_policy", "weight_decay", "sparse", "lr_alias",
+_COMPARED = ("family", "formula", "beta_powers", "hyper_dtype", "lr_dtype", "eps_dtype", "power_dtype",
+             "aux_dtype", "one_minus_beta", "zero_epsilon", "amsgrad", "clip_policy", "weight_decay",
+             "sparse", "sparse_clip", "ema_first_step", "ema_one_minus", "lr_alias",
              "unknown_kwarg_error", "weights_order", "slots", "allowed_kwargs")
 
 
