@@ -291,8 +291,13 @@ class Arith:
             x = x + v
         f = float(np.sum(a.f))
         depth = math.ceil(math.log2(n)) + 1 if n > 1 else 0
-        s = float(np.sum(a.s)) + depth * float(np.sum(np.abs(a.f)))
-        return Tracked(x, f, s, float(np.min(a.margin)) if np.size(a.margin) else math.inf)
+        total = float(np.sum(np.abs(a.f)))
+        s = float(np.sum(a.s)) + depth * total
+        margin = float(np.min(a.margin)) if np.size(a.margin) else math.inf
+        # a partial sum past the largest finite number (e.g. a squared norm) voids the bound
+        if total > self.fmt.max and bool(np.all(np.isfinite(a.f))):
+            margin = 0.0
+        return Tracked(x, f, s, margin)
 
     def where(self, cond: np.ndarray, a: Tracked, b: Tracked) -> Tracked:
         ax, bx = (a.x, b.x) if (a.raw and b.raw) else (mp(a), mp(b))
