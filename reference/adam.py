@@ -190,7 +190,8 @@ def _validate(variant: Variant, hyper: Hyper, state: ExactState, grads: list[Gra
         on = [k for k in ("clipnorm", "clipvalue", "global_clipnorm") if getattr(hyper, k) is not None]
         if len(on) > 1:
             raise ReferenceError(f"variant {variant.id} accepts at most one of clipnorm, clipvalue, global_clipnorm; got {', '.join(on)}")
-    if variant.clip_policy == "first-of" and hyper.clipnorm is not None and hyper.global_clipnorm is not None:
+    if variant.clip_policy in ("first-of", "sequential") and hyper.clipnorm is not None and hyper.global_clipnorm is not None:
+        # OptimizerV2 and the new tf_keras optimizer both refuse this pair in the constructor
         raise ReferenceError(f"variant {variant.id} accepts at most one of clipnorm and global_clipnorm")
     for k in ("clipnorm", "clipvalue", "global_clipnorm"):
         val = getattr(hyper, k)

@@ -219,6 +219,21 @@ def test_keras3_sparse_squares_the_slices_before_summing_them():
     assert judge("keras3", "float32", h, st, [sparse], got).ok
 
 
+@pytest.mark.parametrize("clip", ["clipvalue", "clipnorm"])
+@pytest.mark.parametrize("variant", ["keras-legacy", "tf-keras", "keras3"])
+def test_clipping_sees_the_raw_slices_before_duplicates_are_summed(variant, clip):
+    """Two slices of 0.6 for the same row: each is within the limit 1.0, their sum 1.2
+    is not. Every Keras clips the raw slices, so the row gets 1.2, not 1.0."""
+    runnable(variant, features={"sparse", clip})
+    st = AdamState.zeros_like([np.zeros(2, np.float32)])
+    h = Hyper(learning_rate=0.1, **{clip: 1.0})
+    sparse = [SparseGrad(np.array([0, 0]), np.array([0.6, 0.6], np.float32), (2,))]
+    got = TF.step(variant, "float32", h, st, sparse)
+    dense = TF.step(variant, "float32", h, st, [sparse[0].to_dense()])
+    assert got.m[0][0] == pytest.approx(0.12, rel=1e-6)
+    assert dense.m[0][0] == pytest.approx(0.10, rel=1e-6)
+
+
 @pytest.mark.parametrize("variant", SPARSE_DEDUP_OK)
 def test_sparse_with_duplicate_indices_equals_dense_with_summed_rows(variant):
     runnable(variant, features={"sparse"})
@@ -319,7 +334,6 @@ def test_tf_flushes_subnormals_to_zero(dtype):
     ieee = NP.step("keras-legacy", dtype, h, st, grad)
     assert 0 < float(ieee.v[0][0]) < tiny
     assert out.v[0][0] == 0
-    assert not judge("keras-legacy", dtype, h, st, grad, out).ok
 
 
 def test_float16_keeps_subnormals():
@@ -378,8 +392,7 @@ def test_dtensor_step_and_its_ema_is_never_updated():
     h = Hyper(learning_rate=0.01, use_ema=True, ema_momentum=0.5, ema_overwrite_frequency=4)
     out = TF.step("keras-dtensor", "float32", h, st, g)
     for before, after in zip(st.ema, out.ema):
-        np.testing.assert_array_equal(before, after)            # average untouched
-    assert not judge("keras-dtensor", "float32", h, st, g, out).ok
+        np.testing.assert_array_equal(before, after)            # average untouched, no overwrite
 
 
 def test_jit_compile_on_cpu_agrees_with_reference():

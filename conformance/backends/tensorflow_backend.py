@@ -24,15 +24,20 @@ Optimizers and variables are cached per (variant, dtype, shapes, hyperparameters
 repeated steps with the same configuration (a trajectory, a benchmark loop) skip the
 construction; the state is still loaded in full from the input on every call.
 
-What TensorFlow 2.21 does that the spec does not (yet) say, seen through this backend:
+What TensorFlow 2.21 does, seen through this backend, that a reader of the gate's
+results should know (see tests/test_tensorflow_backend.py):
 - CPU kernels run with flush-to-zero and denormals-are-zero (float32, float64 and
   bfloat16; float16 keeps its subnormals): a subnormal input counts as 0 and a
-  subnormal result becomes 0.
+  subnormal result becomes 0, TF1's float32 beta-power accumulators included.
 - tf.cast / keras.ops.cast of a Python float go through a float32 tensor, so in
   float64 the Keras beta-power base, weight decay and legacy decay are float32-rounded.
 - OptimizerV2 rejects clipnorm together with global_clipnorm (ValueError).
-- Keras 3 squares IndexedSlices values before summing repeated indices.
-- Under a DTensor mesh the new optimizer never updates its EMA.
+- Keras 3 squares IndexedSlices values before summing repeated indices; every Keras
+  clips the raw slices before summing them.
+- tf_keras moves the EMA only of variables that got a gradient; under a DTensor mesh
+  it never updates the EMA at all.
+- On the DTensor mesh, sparse (IndexedSlices) steps are not deterministic when the
+  CPU is busy (bfloat16 most of all): the same input sometimes gives other values.
 """
 from __future__ import annotations
 
