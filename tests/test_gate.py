@@ -172,3 +172,10 @@ def test_readme_example_backend_passes(tmp_path):
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["summary"]["keras3"]["pass"] > 0 and res["summary"]["keras3"]["fail"] == 0
     assert res["summary"]["keras3"]["unsupported"] > 0   # amsgrad, sparse, ... not declared
+
+
+def test_every_covered_suffix_names_a_real_clause():
+    """A check's coverage list must not drift from the spec: each entry is a clause."""
+    suffixes = {c.id.split(".", 1)[1] for c in SPEC.clauses.values()}
+    dead = {chk.name: [s for s in chk.covers if s not in suffixes] for chk in CHECKS.values()}
+    assert not any(dead.values()), dead
