@@ -302,6 +302,16 @@ class _Legacy(_Entry):
                          None, None, cp(state.ema))
 
 
+def _new_optimizer_kwargs(h: Any) -> dict[str, Any]:
+    """Constructor keywords the new Keras optimizers (tf_keras and Keras 3) share."""
+    kwargs: dict[str, Any] = dict(weight_decay=h.weight_decay, use_ema=bool(h.use_ema),
+                                  ema_momentum=float(h.ema_momentum),
+                                  ema_overwrite_frequency=h.ema_overwrite_frequency)
+    for k in _CLIPS:
+        kwargs[k] = getattr(h, k)
+    return kwargs
+
+
 class _NewKeras(_Entry):
     """tf_keras.optimizers.Adam (the new Keras 2 optimizer): _momentums, _velocities,
     _velocity_hats, _model_variables_moving_average, _iterations. With a mesh, the
@@ -313,11 +323,7 @@ class _NewKeras(_Entry):
         super().__init__(*a, **kw)
         tfk = _tf_keras()
         h = self.hyper
-        kwargs: dict[str, Any] = dict(weight_decay=h.weight_decay, use_ema=bool(h.use_ema),
-                                      ema_momentum=float(h.ema_momentum),
-                                      ema_overwrite_frequency=h.ema_overwrite_frequency)
-        for k in _CLIPS:
-            kwargs[k] = getattr(h, k)
+        kwargs = _new_optimizer_kwargs(h)
         if h.adaptive_epsilon:
             kwargs["adaptive_epsilon"] = True
         if self.mesh is not None:
@@ -406,11 +412,7 @@ class _Keras3(_Entry):
         super().__init__(*a, **kw)
         keras = _keras3()
         h = self.hyper
-        kwargs: dict[str, Any] = dict(weight_decay=h.weight_decay, use_ema=bool(h.use_ema),
-                                      ema_momentum=float(h.ema_momentum),
-                                      ema_overwrite_frequency=h.ema_overwrite_frequency)
-        for k in _CLIPS:
-            kwargs[k] = getattr(h, k)
+        kwargs = _new_optimizer_kwargs(h)
         self.opt = keras.optimizers.Adam(learning_rate=self.lr_arg(keras.optimizers.schedules),
                                          beta_1=_val(h.beta_1), beta_2=_val(h.beta_2), epsilon=_val(h.epsilon),
                                          amsgrad=bool(h.amsgrad), **kwargs)
