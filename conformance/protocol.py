@@ -13,6 +13,11 @@ powers, EMA averages) as numpy arrays of `dtype`, one gradient per parameter (a
 dense array, a SparseGrad with possibly repeated indices, or None), and returns the
 full state after exactly one optimizer step. It must not modify its inputs.
 
+Optionally `flushes_denormals: Collection[str]` names the dtypes in which the backend
+computes with flush-to-zero and denormals-are-zero (as TensorFlow's CPU kernels do):
+there the bound allows every operation to lose up to the smallest normal number, so
+results that differ only below the normal range pass; the report lists the declaration.
+
 Optionally `unsupported(variant, dtype, features) -> str | None` gives a finer
 answer than the three collections; a returned string is the reason a cell is
 reported as unsupported. Because the harness always hands over the whole state,
@@ -48,6 +53,9 @@ def validate_backend(obj: Any, where: str) -> None:
         raise TypeError(
             f"backend {where!r} does not follow the adamconf backend protocol: missing "
             f"{', '.join(missing)}. See README section 'Writing a backend'.")
+    flush = getattr(obj, "flushes_denormals", ())
+    if isinstance(flush, str) or not all(isinstance(d, str) for d in flush):
+        raise TypeError(f"backend {where!r}: flushes_denormals must be a collection of dtype names, got {flush!r}")
 
 
 def unsupported_reason(backend: Backend, variant: str, dtype: str, features: Collection[str]) -> str | None:

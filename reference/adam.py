@@ -25,7 +25,7 @@ import numpy as np
 
 from spec.model import Variant
 from reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype, present_fields
-from reference.tracked import Arith, Tracked, const, decimal_of, exact, fmt, from_array, mp, to_float64
+from reference.tracked import Arith, Format, Tracked, const, daz_scale, decimal_of, exact, fmt, from_array, mp, to_float64
 
 DEFAULT_PRECISION = 113
 MODES = ("rounded", "decimal")
@@ -49,9 +49,12 @@ class ExactState:
     beta2_power: Tracked | None = None
 
     @classmethod
-    def from_state(cls, st: AdamState) -> "ExactState":
-        conv = lambda xs: None if xs is None else [from_array(x) for x in xs]  # noqa: E731
-        bp = lambda p: None if p is None else const(float(p))  # noqa: E731
+    def from_state(cls, st: AdamState, daz: Format | None = None) -> "ExactState":
+        """With `daz`, subnormal inputs of that format may be read as 0 (flush mode);
+        the float32 beta powers likewise."""
+        conv = lambda xs: None if xs is None else [from_array(x, daz) for x in xs]  # noqa: E731
+        f32 = fmt("float32") if daz is not None else None
+        bp = lambda p: None if p is None else const(float(p), float(daz_scale(float(p), f32)))  # noqa: E731
         return cls(conv(st.params), conv(st.m), conv(st.v), st.iterations, conv(st.vhat),
                    conv(st.ema), bp(st.beta1_power), bp(st.beta2_power))
 
@@ -102,10 +105,11 @@ def _u_ratio(holder: str, dtype: str) -> float:
 class _Scalars:
     """Turns user hyperparameters into the tracked scalars a backend computes with."""
 
-    def __init__(self, variant: Variant, dtype: str, mode: str) -> None:
+    def __init__(self, variant: Variant, dtype: str, mode: str, flush: bool = False) -> None:
         if mode not in MODES:
             raise ReferenceError(f"unknown hyperparameter mode {mode!r}; use one of {', '.join(MODES)}")
         self.variant, self.dtype, self.mode = variant, dtype, mode
+        self.daz = fmt(dtype) if flush else None
 
     def _holder(self, kind: str) -> str:
         """Where a hyperparameter is held before it meets the parameters: lr and eps per
@@ -120,7 +124,8 @@ class _Scalars:
         """A hyperparameter as held by the variant, then cast to the parameter dtype."""
         holder = self._holder(kind)
         if self.mode == "rounded":
-            return const(_round_to(_round_to(x, holder), self.dtype))
+            r = _round_to(_round_to(x, holder), self.dtype)
+            return const(r, float(daz_scale(r, self.daz)))
         cast = abs(x) if holder != self.dtype else 0.0
         return const(decimal_of(x), abs(x) * _u_ratio(holder, self.dtype) + cast)
 
@@ -149,23 +154,24 @@ class _Scalars:
 # -- the step ---------------------------------------------------------------------
 
 def step(variant: Variant, dtype: str, hyper: Hyper, state: AdamState | ExactState,
-         grads: Sequence[Grad], *, mode: str = "rounded",
+         grads: Sequence[Grad], *, mode: str = "rounded", flush: bool = False,
          precision: int = DEFAULT_PRECISION) -> StepResult:
-    """One exact Adam step of `variant` from `state` with `grads` (see module doc)."""
+    """One exact Adam step of `variant` from `state` with `grads` (see module doc).
+    `flush`: S also allows flush-to-zero of subnormal inputs and results."""
     with gmpy2.local_context(gmpy2.context(), precision=precision), np.errstate(all="ignore"):
-        ex = state if isinstance(state, ExactState) else ExactState.from_state(state)
-        return _step(variant, dtype, hyper, ex, list(grads), mode)
+        ex = state if isinstance(state, ExactState) else ExactState.from_state(state, fmt(dtype) if flush else None)
+        return _step(variant, dtype, hyper, ex, list(grads), mode, flush)
 
 
 def trajectory(variant: Variant, dtype: str, hyper: Hyper, state: AdamState,
-               grads_seq: Sequence[Sequence[Grad]], *, mode: str = "rounded",
+               grads_seq: Sequence[Sequence[Grad]], *, mode: str = "rounded", flush: bool = False,
                precision: int = DEFAULT_PRECISION) -> list[StepResult]:
     """Exact multi-step run: each step starts from the previous exact state."""
     out: list[StepResult] = []
     with gmpy2.local_context(gmpy2.context(), precision=precision), np.errstate(all="ignore"):
-        ex = ExactState.from_state(state)
+        ex = ExactState.from_state(state, fmt(dtype) if flush else None)
         for grads in grads_seq:
-            res = _step(variant, dtype, hyper, ex, list(grads), mode)
+            res = _step(variant, dtype, hyper, ex, list(grads), mode, flush)
             out.append(res)
             ex = res.state
     return out
@@ -215,9 +221,9 @@ def _learning_rate(sc: _Scalars, A: Arith, hyper: Hyper, iterations: int) -> Tra
     if isinstance(lr, Schedule):
         # A backend evaluates the schedule in float and holds it in lr_dtype; its exact
         # value is unknown to us in either mode, so count those roundings in S.
+        # It is formed in the precision of lr_dtype and cast once to the parameter dtype.
         val, roundings = _schedule_exact(lr, iterations)
-        extra = _u_ratio(sc._holder("lr"), sc.dtype) + 1
-        t = const(val, abs(float(val)) * (roundings + extra))
+        t = const(val, abs(float(val)) * (roundings * _u_ratio(sc._holder("lr"), sc.dtype) + 1))
     else:
         t = sc.primary(float(lr), "lr")
     if hyper.decay:
@@ -227,7 +233,9 @@ def _learning_rate(sc: _Scalars, A: Arith, hyper: Hyper, iterations: int) -> Tra
 
 
 def _schedule_exact(s: Schedule, step_: int) -> tuple[gmpy2.mpfr, int]:
-    """The schedule's exact value and how many roundings a float evaluation spends."""
+    """The schedule's exact value and how many roundings a float evaluation spends,
+    counting the hyperparameters' own roundings at their condition numbers: rate**p
+    carries the rate's rounding p times."""
     if s.kind == "piecewise":
         for b, val in zip(s.boundaries, s.values):
             if step_ <= b:
@@ -237,8 +245,8 @@ def _schedule_exact(s: Schedule, step_: int) -> tuple[gmpy2.mpfr, int]:
     if s.staircase:
         p = gmpy2.floor(p)
     if s.kind == "exponential":
-        return decimal_of(s.initial) * decimal_of(s.rate) ** p, 4
-    return decimal_of(s.initial) / (1 + decimal_of(s.rate) * p), 4
+        return decimal_of(s.initial) * decimal_of(s.rate) ** p, 6 + math.ceil(float(p))
+    return decimal_of(s.initial) / (1 + decimal_of(s.rate) * p), 6
 
 
 @dataclass
@@ -250,12 +258,12 @@ class _Slices:
     shape: tuple[int, ...]
 
 
-def _grad_input(g: Grad) -> Tracked | _Slices | None:
+def _grad_input(g: Grad, daz: Format | None) -> Tracked | _Slices | None:
     if g is None:
         return None
     if isinstance(g, SparseGrad):
-        return _Slices(np.asarray(g.indices, dtype=np.int64), from_array(np.asarray(g.values)), tuple(g.dense_shape))
-    return from_array(g)
+        return _Slices(np.asarray(g.indices, dtype=np.int64), from_array(np.asarray(g.values), daz), tuple(g.dense_shape))
+    return from_array(g, daz)
 
 
 def _densify(A: Arith, sl: _Slices, square: bool = False) -> Tracked:
@@ -277,7 +285,7 @@ def _densify(A: Arith, sl: _Slices, square: bool = False) -> Tracked:
     margin = np.full(sl.shape, math.inf)
     if np.size(vals.margin) > 1:
         np.minimum.at(margin, sl.idx, vals.margin)
-    return Tracked(x, f, s + extra * mag, margin)
+    return Tracked(x, f, s + extra * (mag + A.add_tiny), margin)
 
 
 def _clip(A: Arith, sc: _Scalars, policy: str, hyper: Hyper, gs: list) -> list:
@@ -315,10 +323,10 @@ def _scale_by_norm(A: Arith, g: Tracked, norm: Tracked, c: Tracked) -> Tracked:
 
 
 def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: list[Grad],
-          mode: str) -> StepResult:
+          mode: str, flush: bool = False) -> StepResult:
     _validate(variant, hyper, st, grads)
-    A = Arith(dtype)
-    sc = _Scalars(variant, dtype, mode)
+    A = Arith(dtype, flush)
+    sc = _Scalars(variant, dtype, mode, flush)
     t = st.iterations + 1
     notes: list[str] = []
 
@@ -331,7 +339,7 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
     if variant.beta_powers == "accumulated":
         # TF1: float32 accumulators, used cast to the parameter dtype, then multiplied
         # by beta in float32 for the next step.
-        f32 = Arith("float32")
+        f32 = Arith("float32", flush)
         acc1 = st.beta1_power if st.beta1_power is not None else _f32_beta(sc, hyper.beta_1)
         acc2 = st.beta2_power if st.beta2_power is not None else _f32_beta(sc, hyper.beta_2)
         p1, p2 = _cast_power(acc1, dtype, mode), _cast_power(acc2, dtype, mode)
@@ -346,7 +354,7 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
     one = const(1)
     bc1, bc2 = A.sub(one, p1), A.sub(one, p2)
 
-    gs = [_grad_input(g) for g in grads]
+    gs = [_grad_input(g, sc.daz) for g in grads]
     if variant.clip_policy != "none" and any(getattr(hyper, k) is not None for k in ("clipvalue", "clipnorm", "global_clipnorm")):
         if variant.sparse_clip == "summed":
             gs = [_densify(A, g) if isinstance(g, _Slices) else g for g in gs]

@@ -13,7 +13,10 @@ Each `Tracked` holds
 `Arith` applies the rules of Higham's running error analysis for one target format:
 each operation adds |result| (one rounding) to the propagated scales of its operands,
 and each multiply or divide adds eta/u for underflow (eta = half the smallest
-subnormal). Composite operations whose op order varies between correct
+subnormal). Under flush-to-zero (`Arith(dtype, flush=True)`, how TensorFlow's CPU
+kernels and many GPU kernels run) a result below the smallest normal number becomes 0
+and such an input counts as 0, so every operation, additions included, may lose up to
+that smallest normal number instead. Composite operations whose op order varies between correct
 implementations (`lerp`) use a scale that covers every order.
 """
 from __future__ import annotations
@@ -120,12 +123,23 @@ def const(value: Any, s: float = 0.0) -> Tracked:
     return Tracked(x, float(x), s)
 
 
-def from_array(a: np.ndarray) -> Tracked:
-    """An exact array input (every float16/bfloat16/float32/float64 fits a double)."""
+def from_array(a: np.ndarray, daz: Format | None = None) -> Tracked:
+    """An exact array input (every float16/bfloat16/float32/float64 fits a double).
+    With `daz`, a subnormal element of that format may be read as 0: its own magnitude
+    becomes its error scale."""
     a = np.asarray(a)
     f = a.astype(np.float64)
     bits = {2: 11, 4: 24, 8: 53}.get(a.dtype.itemsize, 53) if a.dtype.name != "bfloat16" else 8
-    return Tracked(f.astype(object), f, np.zeros(f.shape), raw=True, bits=bits)
+    return Tracked(f.astype(object), f, daz_scale(f, daz), raw=True, bits=bits)
+
+
+def daz_scale(f: Any, daz: Format | None) -> Any:
+    """|x|/u where x is subnormal in `daz` (denormals-are-zero reads it as 0), else 0."""
+    if daz is None:
+        return np.zeros(np.shape(f))
+    a = np.abs(np.asarray(f, dtype=np.float64))
+    with np.errstate(invalid="ignore"):
+        return np.where((a > 0) & (a < 2.0 ** daz.emin), a / daz.u, 0.0)
 
 
 def _exact_product(a: Tracked, b: Tracked) -> bool:
@@ -158,9 +172,17 @@ def to_float64(t: Tracked) -> np.ndarray:
 class Arith:
     """Tracked operations for one target format."""
 
-    def __init__(self, dtype: str) -> None:
+    def __init__(self, dtype: str, flush: bool = False) -> None:
         self.fmt = fmt(dtype)
-        self.tiny = 2.0 ** self.fmt.emin   # underflow eta / u, in u units (eta itself underflows for float64)
+        self.flush = flush
+        if flush:
+            # a result below the smallest normal number may become 0: that number / u,
+            # for every operation (an addition of normals can land there too)
+            self.tiny = self.add_tiny = 2.0 ** (self.fmt.emin + self.fmt.p)
+        else:
+            # underflow eta / u, in u units (eta itself underflows for float64); gradual
+            # underflow makes additions exact below the normal range
+            self.tiny, self.add_tiny = 2.0 ** self.fmt.emin, 0.0
 
     # -- elementary operations --------------------------------------------------
     def _ovf(self, f: Any, margin: Any, *operands: Any) -> Any:
@@ -175,12 +197,12 @@ class Arith:
     def add(self, a: Tracked, b: Tracked) -> Tracked:
         f = a.f + b.f
         x, y = _pair(a, b)
-        return Tracked(x + y, f, a.s + b.s + np.abs(f), self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f))
+        return Tracked(x + y, f, a.s + b.s + np.abs(f) + self.add_tiny, self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f))
 
     def sub(self, a: Tracked, b: Tracked) -> Tracked:
         f = a.f - b.f
         x, y = _pair(a, b)
-        return Tracked(x - y, f, a.s + b.s + np.abs(f), self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f))
+        return Tracked(x - y, f, a.s + b.s + np.abs(f) + self.add_tiny, self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f))
 
     def neg(self, a: Tracked) -> Tracked:
         return Tracked(-a.x, -a.f, a.s, a.margin, a.raw)
@@ -221,7 +243,7 @@ class Arith:
             under = self.tiny / np.abs(den.f)
         upd_s = np.abs(q.f) * alpha.s + np.abs(alpha.f) * q.s + np.abs(upd_f) + self.tiny + under
         f = p.f - upd_f
-        s = p.s + upd_s + np.abs(f)
+        s = p.s + upd_s + np.abs(f) + self.add_tiny
         ops = (p.f, alpha.f, num.f, den.f)
         margin = self._ovf(f, self._ovf(upd_f, np.minimum(np.minimum(p.margin, q.margin), alpha.margin), *ops), *ops)
         margin = self._ovf(alpha.f * num.f, margin, *ops)   # the order (alpha * num) / den overflows first
@@ -277,7 +299,7 @@ class Arith:
             x = _fma(mp(c), a.x, mp(w) * b.x)
         f = c.f * a.f + w.f * b.f
         s = (np.abs(c.f) * a.s + np.abs(w.f) * b.s + c.s * np.abs(a.f) + w.s * np.abs(b.f)
-             + np.abs(a.f) + 2.0 * np.abs(w.f * b.f) + np.abs(f) + 2.0 * self.tiny)
+             + np.abs(a.f) + 2.0 * np.abs(w.f * b.f) + np.abs(f) + 2.0 * self.tiny + 2.0 * self.add_tiny)
         # the kernel order forms b - a first: it may overflow where the result does not
         margin = self._ovf(np.abs(a.f) + np.abs(b.f), self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f), a.f, b.f)
         return Tracked(x, f, s, margin)
@@ -292,7 +314,7 @@ class Arith:
         f = float(np.sum(a.f))
         depth = math.ceil(math.log2(n)) + 1 if n > 1 else 0
         total = float(np.sum(np.abs(a.f)))
-        s = float(np.sum(a.s)) + depth * total
+        s = float(np.sum(a.s)) + depth * total + (n - 1) * self.add_tiny
         margin = float(np.min(a.margin)) if np.size(a.margin) else math.inf
         # a partial sum past the largest finite number (e.g. a squared norm) voids the bound
         if total > self.fmt.max and bool(np.all(np.isfinite(a.f))):

@@ -179,3 +179,35 @@ def test_every_covered_suffix_names_a_real_clause():
     suffixes = {c.id.split(".", 1)[1] for c in SPEC.clauses.values()}
     dead = {chk.name: [s for s in chk.covers if s not in suffixes] for chk in CHECKS.values()}
     assert not any(dead.values()), dead
+
+
+# -- flush-to-zero backends ---------------------------------------------------------------
+
+def test_a_flushing_backend_passes_only_when_it_says_so():
+    """TF's CPU kernels flush subnormals; the bound allows it for a backend that declares
+    it in `flushes_denormals`, and only then."""
+    from tests.corpus.op_orders import FlushedKernelOrder
+    declared = FlushedKernelOrder()
+    res = Runner(SPEC, declared, "FlushedKernelOrder", profile="ci").run(
+        ["tf1", "keras-legacy", "keras3"], ["float32", "float64"], only=["dense", "fresh", "sparse", "special", "trajectory"])
+    bad = [(c.variant, c.dtype, c.check, c.message) for c in res.checks if c.status in ("fail", "error")]
+    assert not bad, bad
+
+    class Undeclared(FlushedKernelOrder):
+        flushes_denormals = ()
+    res = Runner(SPEC, Undeclared(), "Undeclared", profile="ci").run(
+        ["keras-legacy"], ["float32"], only=["dense", "special"], fail_fast=True)
+    assert any(c.status == "fail" for c in res.checks), [(c.check, c.status) for c in res.checks]
+
+
+@pytest.mark.parametrize("name", ["EpsInsideSqrt", "NoBiasCorrection", "WeightDecayLrTwice", "DecayAfterIncrement"])
+def test_declaring_flush_does_not_hide_bugs(name, tmp_path):
+    """The flush allowance only reaches below the normal range: bugs still fail."""
+    bug = next(b for b in BUGS if type(b).__name__ == name)
+    flushed = type(name, (type(bug),), {"flushes_denormals": ("float16", "bfloat16", "float32", "float64")})()
+    variant, dtype = _cell(bug)
+    order = AREA_CHECKS.get(bug.expected_clause_area, []) + BASE
+    runner = Runner(SPEC, flushed, name, profile="ci")
+    statuses = [runner.run_check(CHECKS[c], SPEC.variant(variant), dtype).status
+                for c in dict.fromkeys(order) if CHECKS[c].applies_to(SPEC.variant(variant), dtype)]
+    assert "fail" in statuses, statuses

@@ -122,3 +122,44 @@ class FmaOrder(TextbookAdam):
 
 
 CORRECT = [PageOrder(), KernelOrder(), LerpOrder(), FmaOrder()]
+
+
+def _flush(a, T):
+    """Flush-to-zero in T: every magnitude below the smallest normal number becomes 0."""
+    a = np.asarray(a)
+    if a.dtype.kind != "f" and a.dtype.name != "bfloat16":
+        return a
+    tiny = float(np.finfo(np.float32).tiny) if a.dtype.name == "bfloat16" else float(np.finfo(a.dtype).tiny)
+    f = a.astype(np.float64)
+    return np.where(np.abs(f) < tiny, 0.0, f).astype(a.dtype)
+
+
+def _flush32(p):
+    """TF1's float32 beta-power accumulators, flushed like any float32 value."""
+    return p if p is None or abs(p) >= float(np.finfo(np.float32).tiny) else 0.0
+
+
+class FlushedKernelOrder(KernelOrder):
+    """The kernel order run the way TF's CPU executors run it: denormals-are-zero on
+    every input and flush-to-zero on every result it hands back (and on the moments
+    in between). It declares so; the gate then allows the flush."""
+
+    flushes_denormals = ("bfloat16", "float32", "float64")
+
+    def step(self, variant, dtype, hyper, state, grads):
+        from reference.state import SparseGrad
+        T = state.params[0].dtype
+        fl = lambda xs: None if xs is None else [_flush(x, T) for x in xs]  # noqa: E731
+        st = type(state)(fl(state.params), fl(state.m), fl(state.v), state.iterations, fl(state.vhat),
+                         _flush32(state.beta1_power), _flush32(state.beta2_power), fl(state.ema))
+        gs = [g if g is None else (SparseGrad(g.indices, _flush(g.values, T), g.dense_shape)
+                                   if isinstance(g, SparseGrad) else _flush(g, T)) for g in grads]
+        out = super().step(variant, dtype, hyper, st, gs)
+        return type(out)(fl(out.params), fl(out.m), fl(out.v), out.iterations, fl(out.vhat),
+                         _flush32(out.beta1_power), _flush32(out.beta2_power), fl(out.ema))
+
+    def update_m(self, ctx, m, g):
+        return _flush(super().update_m(ctx, m, g), ctx.T)
+
+    def update_v(self, ctx, v, gg):
+        return _flush(super().update_v(ctx, v, _flush(gg, ctx.T)), ctx.T)
