@@ -73,9 +73,12 @@ def run_check(args: argparse.Namespace) -> int:
     if args.profile not in PROFILES:
         print(f"adamconf check: unknown profile {args.profile!r}; use {', '.join(PROFILES)}", file=sys.stderr)
         return 2
-    bad_c = [c for c in (args.check or []) if c not in CHECKS]
+    from conformance.api_checks import API_CHECKS
+    from conformance.findings import FindingsError
+    bad_c = [c for c in (args.check or []) if c not in CHECKS and c not in API_CHECKS]
     if bad_c:
-        print(f"adamconf check: unknown check(s) {', '.join(bad_c)}; known: {', '.join(CHECKS)}", file=sys.stderr)
+        print(f"adamconf check: unknown check(s) {', '.join(bad_c)}; known: {', '.join(list(CHECKS) + list(API_CHECKS))}",
+              file=sys.stderr)
         return 2
     try:
         backend = load_backend(args.backend)
@@ -84,8 +87,12 @@ def run_check(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-    runner = Runner(spec, backend, args.backend, profile=args.profile, seed=args.seed, timeout=args.timeout,
-                    out=out, max_examples=args.max_examples, log=log)
+    try:
+        runner = Runner(spec, backend, args.backend, profile=args.profile, seed=args.seed, timeout=args.timeout,
+                        out=out, max_examples=args.max_examples, log=log)
+    except FindingsError as e:
+        print(f"adamconf check: the backend's findings file is invalid: {e}", file=sys.stderr)
+        return 2
     result = runner.run(variants, dtypes, args.check, fail_fast=args.fail_fast)
     record = as_dict(result)
     _write(out / "results.json", json.dumps(record, indent=1))
@@ -97,9 +104,14 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _print_summary(record: dict) -> None:
-    print(f"\n{'variant':14s} {'pass':>5s} {'fail':>5s} {'error':>5s} {'unsup':>6s} {'uncov':>6s}   (clause x dtype cells)")
+    print(f"\n{'variant':14s} {'pass':>5s} {'fail':>5s} {'error':>5s} {'known':>6s} {'unsup':>6s} {'uncov':>6s}"
+          "   (clause x dtype cells; API clauses count once)")
     for vid, row in record["summary"].items():
-        print(f"{vid:14s} {row['pass']:5d} {row['fail']:5d} {row['error']:5d} {row['unsupported']:6d} {row['uncovered']:6d}")
+        print(f"{vid:14s} {row['pass']:5d} {row['fail']:5d} {row['error']:5d} {row.get('deviation', 0):6d} "
+              f"{row['unsupported']:6d} {row['uncovered']:6d}")
+    for f in record.get("findings", []):
+        if f["observed_in"]:
+            print(f"known deviation {f['id']}: {f['summary']} ({len(f['observed_in'])} checks)")
     fails = [c for c in record["checks"] if c["status"] in ("fail", "error")]
     for c in fails:
         clauses = sorted({x["clause"] for x in record["clauses"] if x["variant"] == c["variant"] and x["check"] == c["check"]})

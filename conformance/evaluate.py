@@ -80,11 +80,6 @@ def _snapshot(inp: StepInput) -> list[bytes]:
     return out
 
 
-def flushes(backend: Backend, dtype: str) -> bool:
-    """Whether the backend declares flush-to-zero arithmetic in this dtype."""
-    return dtype in getattr(backend, "flushes_denormals", ())
-
-
 def run_backend(backend: Backend, inp: StepInput, timeout: float) -> tuple[AdamState | None, str]:
     """The backend's new state, or None and a message saying what went wrong."""
     before = _snapshot(inp)
@@ -106,7 +101,7 @@ def evaluate(backend: Backend, variant: Variant, inp: StepInput, k: float, timeo
              fields: tuple[str, ...] | None = None) -> Outcome:
     """One step through backend and reference, judged against K*u*S."""
     try:
-        exact = ref.step(variant, inp.dtype, inp.hyper, inp.state, inp.grads, flush=flushes(backend, inp.dtype))
+        exact = ref.step(variant, inp.dtype, inp.hyper, inp.state, inp.grads, flush=tuple(getattr(backend, "flushes_denormals", ())))
     except ref.ReferenceError as e:
         raise Invalid(str(e)) from None
     obs, msg = run_backend(backend, inp, timeout)

@@ -19,6 +19,8 @@ from hypothesis import seed as hyp_seed
 from hypothesis.errors import Flaky, Unsatisfiable
 
 from conformance import cases
+from conformance import findings as findings_mod
+from conformance.api_checks import API_CHECKS, api_check_for, run_api_checks
 from conformance.checks import CHECKS, Check, check_for
 from conformance.evaluate import Invalid, Outcome, evaluate, expect_raises
 from conformance.protocol import Backend, unsupported_reason
@@ -58,6 +60,8 @@ class CheckRun:
     replay: str | None = None
     example: str | None = None
     seconds: float = 0.0
+    finding: str | None = None     # the id of the known deviation this verdict matched
+    clause_status: dict[str, str] = field(default_factory=dict)   # API checks: a verdict per clause id
 
 
 @dataclass
@@ -69,7 +73,7 @@ class ClauseResult:
     section: str
     text: str
     check: str | None
-    status: dict[str, str]         # dtype -> pass | fail | unsupported | uncovered | error
+    status: dict[str, str]         # dtype (or "api") -> pass | fail | deviation | unsupported | uncovered | error
 
 
 @dataclass
@@ -83,6 +87,8 @@ class RunResult:
     clauses: list[ClauseResult]
     seconds: float
     versions: dict[str, str]
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    flushes_denormals: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -122,6 +128,8 @@ class Runner:
         self.profile, self.seed, self.timeout, self.out = profile, seed, timeout, out
         self.max_examples = max_examples
         self.log = log or (lambda s: None)
+        self.findings = findings_mod.for_backend(backend)
+        findings_mod.validate(self.findings, spec.variants, list(CHECKS) + list(API_CHECKS), spec.clauses)
 
     def _settings(self) -> settings:
         kw = dict(PROFILES[self.profile])
@@ -147,7 +155,7 @@ class Runner:
                         continue
                     if not chk.applies_to(variant, dtype):
                         continue
-                    run = self.run_check(chk, variant, dtype)
+                    run = self.apply_findings(self.run_check(chk, variant, dtype))
                     self.log(f"{run.status:11s} {vid:13s} {dtype:8s} {chk.name:16s} worst {run.worst_ratio:8.3g} u*S"
                              f"  ({run.examples} examples, {run.seconds:.1f}s)")
                     runs.append(run)
@@ -157,9 +165,74 @@ class Runner:
                     break
             if fail_fast and runs and runs[-1].status in ("fail", "error"):
                 break
+        if self.api is not None and not (fail_fast and runs and runs[-1].status in ("fail", "error")):
+            for vid in variants:
+                for arun in run_api_checks(self.api, self.spec.variant(vid), only_set, self.timeout):
+                    arun = self.apply_findings(arun)
+                    self.log(f"{arun.status:11s} {vid:13s} {'api':8s} {arun.check:16s} {arun.message[:90]}")
+                    runs.append(arun)
         clauses = self.attribute(variants, dtypes, runs)
         return RunResult(getattr(self.backend, "name", self.backend_ref), self.profile, self.seed, variants, dtypes,
-                         runs, clauses, time.perf_counter() - t0, versions())
+                         runs, clauses, time.perf_counter() - t0, versions(), self.finding_records(runs),
+                         sorted(getattr(self.backend, "flushes_denormals", ())))
+
+    @property
+    def api(self) -> Any:
+        """The backend's object-level API world, if it offers one (see conformance.api)."""
+        world = getattr(self.backend, "api", None)
+        return world() if callable(world) else world
+
+    def apply_findings(self, run: CheckRun) -> CheckRun:
+        """A failure a finding explains becomes a deviation; a strict finding that no
+        longer reproduces fails the check, so the findings file stays true. API checks
+        judge clauses one by one, so there a finding names the clauses it explains."""
+        found = [f for f in self.findings if f.matches(run.variant, run.dtype, run.check)]
+        if not found:
+            return run
+        if run.clause_status:
+            return self._apply_to_clauses(run, found)
+        f = found[0]
+        if run.status == "fail":
+            run.status, run.finding = "deviation", f.id
+            run.message = f"known deviation {f.id}: {f.summary} Observed: {run.message}"
+        elif run.status == "pass" and f.strict:
+            run.status, run.finding = "fail", f.id
+            run.message = self._stale(f)
+        return run
+
+    def _stale(self, f: Any) -> str:
+        return (f"finding {f.id} says this fails here, but it passed: remove the finding or narrow it "
+                f"({getattr(self.backend, 'findings', '')})")
+
+    def _apply_to_clauses(self, run: CheckRun, found: list[Any]) -> CheckRun:
+        notes = []
+        for f in found:
+            for cid in (f.clauses or tuple(run.clause_status)):
+                st = run.clause_status.get(cid)
+                if st == "fail":
+                    run.clause_status[cid], run.finding = "deviation", f.id
+                elif st == "pass" and f.strict:
+                    run.clause_status[cid] = "fail"
+                    notes.append(f"{cid}: {self._stale(f)}")
+        values = set(run.clause_status.values())
+        run.status = next((s for s in ("error", "fail", "deviation") if s in values), run.status)
+        if notes:
+            run.message = "; ".join([run.message] + notes if run.message else notes)
+        if run.status == "deviation":
+            ids = sorted({f.id for f in found})
+            run.message = f"known deviations {', '.join(ids)}. Observed: {run.message}"
+        return run
+
+    def finding_records(self, runs: list[CheckRun]) -> list[dict[str, Any]]:
+        out = []
+        for f in self.findings:
+            hit = [f"{r.variant}/{r.dtype}/{r.check}" for r in runs
+                   if (r.finding == f.id and r.status == "deviation")
+                   or any(c in r.clause_status and r.clause_status[c] == "deviation" for c in f.clauses)]
+            out.append({"id": f.id, "variants": list(f.variants), "checks": list(f.checks), "dtypes": list(f.dtypes),
+                        "clauses": list(f.clauses), "summary": f.summary, "evidence": f.evidence,
+                        "strict": f.strict, "observed_in": hit})
+        return out
 
     def run_check(self, chk: Check, variant: Variant, dtype: str) -> CheckRun:
         t0 = time.perf_counter()
@@ -229,16 +302,25 @@ class Runner:
         run.replay = f"adamconf replay {path} --backend {self.backend_ref}"
 
     def attribute(self, variants: list[str], dtypes: list[str], runs: list[CheckRun]) -> list[ClauseResult]:
+        """Each clause takes the verdict of the check that covers it: per dtype for the
+        numeric checks, one "api" cell for the object-level checks."""
         by = {(r.variant, r.dtype, r.check): r for r in runs}
         out = []
         for vid in variants:
             for c in self.spec.clauses_for(vid):
                 chk = check_for(c)
                 status = {}
-                for d in dtypes:
-                    r = by.get((vid, d, chk.name)) if chk else None
-                    status[d] = r.status if r else "uncovered"
-                out.append(ClauseResult(c.id, vid, c.kind, c.page, c.section, c.text, chk.name if chk else None, status))
+                if chk is not None:
+                    for d in dtypes:
+                        r = by.get((vid, d, chk.name))
+                        status[d] = r.status if r else "uncovered"
+                    name = chk.name
+                else:
+                    achk = api_check_for(c)
+                    name = achk.name if achk else None
+                    r = by.get((vid, "api", name)) if achk else None
+                    status["api"] = _clause_status(r, c.id) if r else "uncovered"
+                out.append(ClauseResult(c.id, vid, c.kind, c.page, c.section, c.text, name, status))
         return out
 
 
@@ -264,16 +346,23 @@ def as_dict(run: RunResult) -> dict[str, Any]:
         "versions": run.versions, "bins": [str(b) for b in BINS],
         "checks": [dataclasses.asdict(c) for c in run.checks],
         "clauses": [dataclasses.asdict(c) for c in run.clauses],
+        "findings": run.findings, "flushes_denormals": run.flushes_denormals,
         "summary": summary(run),
     }
     return clean(d)
 
 
+def _clause_status(run: CheckRun, clause: str) -> str:
+    """An API check judges each clause on its own (see conformance.api_checks)."""
+    return run.clause_status.get(clause, run.status)
+
+
 def summary(run: RunResult) -> dict[str, Any]:
-    """Clause-cell counts per variant: pass, fail, unsupported, uncovered, error."""
+    """Clause-cell counts per variant: pass, fail, deviation, unsupported, uncovered, error."""
     out: dict[str, Any] = {}
     for c in run.clauses:
-        row = out.setdefault(c.variant, {"pass": 0, "fail": 0, "unsupported": 0, "uncovered": 0, "error": 0})
+        row = out.setdefault(c.variant, {"pass": 0, "fail": 0, "deviation": 0, "unsupported": 0, "uncovered": 0,
+                                         "error": 0})
         for st in c.status.values():
             row[st] = row.get(st, 0) + 1
     return out

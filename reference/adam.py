@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Collection, Sequence
 
 import gmpy2
 import numpy as np
@@ -49,11 +49,11 @@ class ExactState:
     beta2_power: Tracked | None = None
 
     @classmethod
-    def from_state(cls, st: AdamState, daz: Format | None = None) -> "ExactState":
+    def from_state(cls, st: AdamState, daz: Format | None = None, daz32: bool = False) -> "ExactState":
         """With `daz`, subnormal inputs of that format may be read as 0 (flush mode);
-        the float32 beta powers likewise."""
+        with `daz32`, the float32 beta powers likewise."""
         conv = lambda xs: None if xs is None else [from_array(x, daz) for x in xs]  # noqa: E731
-        f32 = fmt("float32") if daz is not None else None
+        f32 = fmt("float32") if daz32 else None
         bp = lambda p: None if p is None else const(float(p), float(daz_scale(float(p), f32)))  # noqa: E731
         return cls(conv(st.params), conv(st.m), conv(st.v), st.iterations, conv(st.vhat),
                    conv(st.ema), bp(st.beta1_power), bp(st.beta2_power))
@@ -154,27 +154,32 @@ class _Scalars:
 # -- the step ---------------------------------------------------------------------
 
 def step(variant: Variant, dtype: str, hyper: Hyper, state: AdamState | ExactState,
-         grads: Sequence[Grad], *, mode: str = "rounded", flush: bool = False,
+         grads: Sequence[Grad], *, mode: str = "rounded", flush: Collection[str] = (),
          precision: int = DEFAULT_PRECISION) -> StepResult:
     """One exact Adam step of `variant` from `state` with `grads` (see module doc).
-    `flush`: S also allows flush-to-zero of subnormal inputs and results."""
+    `flush`: the dtypes whose operations flush subnormal inputs and results to zero
+    (TF1's float32 beta powers follow "float32" whatever the parameter dtype)."""
     with gmpy2.local_context(gmpy2.context(), precision=precision), np.errstate(all="ignore"):
-        ex = state if isinstance(state, ExactState) else ExactState.from_state(state, fmt(dtype) if flush else None)
+        ex = state if isinstance(state, ExactState) else _exact_state(state, dtype, flush)
         return _step(variant, dtype, hyper, ex, list(grads), mode, flush)
 
 
 def trajectory(variant: Variant, dtype: str, hyper: Hyper, state: AdamState,
-               grads_seq: Sequence[Sequence[Grad]], *, mode: str = "rounded", flush: bool = False,
+               grads_seq: Sequence[Sequence[Grad]], *, mode: str = "rounded", flush: Collection[str] = (),
                precision: int = DEFAULT_PRECISION) -> list[StepResult]:
     """Exact multi-step run: each step starts from the previous exact state."""
     out: list[StepResult] = []
     with gmpy2.local_context(gmpy2.context(), precision=precision), np.errstate(all="ignore"):
-        ex = ExactState.from_state(state, fmt(dtype) if flush else None)
+        ex = _exact_state(state, dtype, flush)
         for grads in grads_seq:
             res = _step(variant, dtype, hyper, ex, list(grads), mode, flush)
             out.append(res)
             ex = res.state
     return out
+
+
+def _exact_state(state: AdamState, dtype: str, flush: Collection[str]) -> ExactState:
+    return ExactState.from_state(state, fmt(dtype) if dtype in flush else None, "float32" in flush)
 
 
 def _validate(variant: Variant, hyper: Hyper, state: ExactState, grads: list[Grad]) -> None:
@@ -221,9 +226,12 @@ def _learning_rate(sc: _Scalars, A: Arith, hyper: Hyper, iterations: int) -> Tra
     if isinstance(lr, Schedule):
         # A backend evaluates the schedule in float and holds it in lr_dtype; its exact
         # value is unknown to us in either mode, so count those roundings in S.
-        # It is formed in the precision of lr_dtype and cast once to the parameter dtype.
+        # Schedules run on float32 tensors in TF and Keras (initial_learning_rate becomes
+        # one) and in jax by default; the result is held in lr_dtype, then cast.
         val, roundings = _schedule_exact(lr, iterations)
-        t = const(val, abs(float(val)) * (roundings * _u_ratio(sc._holder("lr"), sc.dtype) + 1))
+        held = _u_ratio(sc._holder("lr"), sc.dtype)
+        ratio = max(held, _u_ratio("float32", sc.dtype))
+        t = const(val, abs(float(val)) * (roundings * ratio + held + 1))
     else:
         t = sc.primary(float(lr), "lr")
     if hyper.decay:
@@ -323,10 +331,10 @@ def _scale_by_norm(A: Arith, g: Tracked, norm: Tracked, c: Tracked) -> Tracked:
 
 
 def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: list[Grad],
-          mode: str, flush: bool = False) -> StepResult:
+          mode: str, flush: Collection[str] = ()) -> StepResult:
     _validate(variant, hyper, st, grads)
-    A = Arith(dtype, flush)
-    sc = _Scalars(variant, dtype, mode, flush)
+    A = Arith(dtype, dtype in flush)
+    sc = _Scalars(variant, dtype, mode, dtype in flush)
     t = st.iterations + 1
     notes: list[str] = []
 
@@ -339,7 +347,7 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
     if variant.beta_powers == "accumulated":
         # TF1: float32 accumulators, used cast to the parameter dtype, then multiplied
         # by beta in float32 for the next step.
-        f32 = Arith("float32", flush)
+        f32 = Arith("float32", "float32" in flush)
         acc1 = st.beta1_power if st.beta1_power is not None else _f32_beta(sc, hyper.beta_1)
         acc2 = st.beta2_power if st.beta2_power is not None else _f32_beta(sc, hyper.beta_2)
         p1, p2 = _cast_power(acc1, dtype, mode), _cast_power(acc2, dtype, mode)

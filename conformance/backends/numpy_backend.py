@@ -616,6 +616,11 @@ class NumpyBackend:
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
 
+    def api(self) -> Any:
+        """The object-level API world: a Keras-like Adam built on this backend."""
+        from conformance.backends.numpy_api import NumpyApi
+        return NumpyApi()
+
     # protocol -----------------------------------------------------------------------
     def unsupported(self, variant: str, dtype: str, features: Collection[str]) -> str | None:
         if variant not in VARIANT_FEATURES:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from pathlib import Path
 import warnings
 from collections import OrderedDict
 from typing import Any, Collection, Sequence
@@ -450,6 +451,11 @@ class TensorFlowBackend:
     variants = VARIANTS
     dtypes = DTYPES
     features = FEATURES
+    # TF's CPU executors run with flush-to-zero and denormals-are-zero; float16 is
+    # computed through float32, where its subnormals are normal numbers.
+    flushes_denormals = ("bfloat16", "float32", "float64")
+    # where TF parts from its pages, with the evidence (shown in every report)
+    findings = str(Path(__file__).with_name("tensorflow_findings.toml"))
 
     def __init__(self, *, jit_compile: bool = False, dtensor_devices: int = 2,
                  cache_entries: int = _CACHE_ENTRIES, cache_bytes: int = _CACHE_BYTES) -> None:
@@ -469,6 +475,13 @@ class TensorFlowBackend:
         self._mesh: Any = None
         self._mesh_error: str | None = None
         self._warm: dict[tuple[str, str], str | None] = {}
+
+    def api(self) -> Any:
+        """The object-level API world (conformance.api) of the same TensorFlow."""
+        from conformance.backends.tensorflow_api import TensorFlowApi
+        if getattr(self, "_api", None) is None:
+            self._api = TensorFlowApi()
+        return self._api
 
     # protocol -------------------------------------------------------------------------------
     def unsupported(self, variant: str, dtype: str, features: Collection[str]) -> str | None:

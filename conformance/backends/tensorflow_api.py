@@ -1,0 +1,95 @@
+"""The object-level API world of real TensorFlow (see conformance.api).
+
+Every optimizer here is the class a page documents, imported from the package that
+ships it in TF 2.21; checks call its own methods eagerly.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import numpy as np
+
+from conformance.backends.tensorflow_backend import VARIANTS, _installed
+
+__all__ = ["TensorFlowApi"]
+
+
+def _classes() -> dict[str, Callable[[], type]]:
+    def tf1() -> type:
+        import tensorflow as tf
+        return tf.compat.v1.train.AdamOptimizer
+
+    def legacy() -> type:
+        import tf_keras
+        return tf_keras.optimizers.legacy.Adam
+
+    def new() -> type:
+        import tf_keras
+        return tf_keras.optimizers.Adam
+
+    def dtensor() -> type:
+        import tf_keras
+        return tf_keras.dtensor.experimental.optimizers.Adam
+
+    def keras3() -> type:
+        import keras
+        return keras.optimizers.Adam
+
+    return {"tf1": tf1, "tf1-compat": tf1, "keras-v2": legacy, "keras-legacy": legacy, "tf-keras": new,
+            "keras3": keras3, "keras-dtensor": dtensor}
+
+
+class TensorFlowApi:
+    """Variables are tf.Variable (Keras 3 accepts them on the TensorFlow backend)."""
+
+    name = "tensorflow"
+
+    def __init__(self) -> None:
+        needs = {"keras3": "keras"}
+        self.variants = tuple(v for v in VARIANTS if _installed(needs.get(v, "tf_keras" if v not in ("tf1", "tf1-compat") else "tensorflow")))
+        self._cls = _classes()
+
+    def optimizer_class(self, variant: str) -> type:
+        return self._cls[variant]()
+
+    def defaults(self, variant: str) -> dict[str, Any]:
+        """The constructor signature's defaults; where the signature says None, what a
+        default-built optimizer reports in get_config (Keras 3's name=None is "adam")."""
+        cls = self.optimizer_class(variant)
+        out = {n: p.default for n, p in inspect.signature(cls).parameters.items()
+               if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if hasattr(cls, "get_config") and variant not in ("tf1", "tf1-compat"):
+            cfg = cls().get_config()
+            out.update({k: v for k, v in cfg.items() if k in out and out[k] is None})
+        return out
+
+    def variable(self, value: np.ndarray, name: str) -> Any:
+        import tensorflow as tf
+        return tf.Variable(np.asarray(value), name=name)
+
+    def tensor(self, value: np.ndarray) -> Any:
+        import tensorflow as tf
+        return tf.constant(np.asarray(value))
+
+    def read(self, x: Any) -> np.ndarray:
+        return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+
+    def loss(self, variables: list[Any], coef: float) -> Callable[[], Any]:
+        import tensorflow as tf
+        return lambda: tf.add_n([tf.reduce_sum(coef * v * v) / 2 for v in variables])
+
+    def tape_loss(self, variables: list[Any], coef: float) -> tuple[Any, Any]:
+        import tensorflow as tf
+        with tf.GradientTape() as tape:
+            loss = self.loss(variables, coef)()
+        return loss, tape
+
+    def learning_rate(self, opt: Any) -> float:
+        lr = getattr(opt, "learning_rate", None)
+        if lr is None:
+            lr = opt._get_hyper("learning_rate") if hasattr(opt, "_get_hyper") else opt._lr
+        return float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
+
+    def iterations(self, opt: Any) -> int:
+        return int(np.asarray(opt.iterations.numpy() if hasattr(opt.iterations, "numpy") else opt.iterations))
