@@ -8,15 +8,40 @@ def _ratio(x: Any) -> str:
     return x if isinstance(x, str) else f"{x:.3g}"
 
 
+def _findings(res: dict[str, Any]) -> list[str]:
+    """Known deviations of the backend from its pages, with their evidence."""
+    fs = res.get("findings") or []
+    if not fs:
+        return []
+    out = ["", f"## Known deviations ({len(fs)})", "",
+           "Declared by the backend's findings file; a failure they explain is reported as a known deviation.", ""]
+    for f in fs:
+        seen = ", ".join(f["observed_in"]) if f["observed_in"] else "not observed in this run"
+        out += [f"### {f['id']}", "", f["summary"], "",
+                f"- variants: {', '.join(f['variants'])}; checks: {', '.join(f['checks'])}"
+                + (f"; clauses: {', '.join(f['clauses'])}" if f.get("clauses") else ""),
+                f"- observed in: {seen}", f"- evidence: {f['evidence']}", ""]
+    devs = [c for c in res["checks"] if c["status"] == "deviation"]
+    if devs:
+        out += ["| variant | dtype | check | observed |", "|---|---|---|---|"]
+        out += [f"| {c['variant']} | {c['dtype']} | {c['check']} | {c['message'].split('Observed: ', 1)[-1][:200]} |"
+                for c in devs]
+    return out
+
+
 def render(res: dict[str, Any]) -> str:
     lines = [f"# adamconf conformance: backend `{res['backend']}`", "",
              f"profile `{res['profile']}`" + (f", seed {res['seed']}" if res.get("seed") is not None else "")
              + f", {res['seconds']:.1f} s; " + ", ".join(f"{k} {v}" for k, v in res.get("versions", {}).items()), "",
-             "## Clauses by variant (clause x dtype cells)", "",
-             "| variant | pass | fail | error | unsupported | uncovered |", "|---|---:|---:|---:|---:|---:|"]
+             "## Clauses by variant (clause x dtype cells; an API clause is one cell)", "",
+             "| variant | pass | fail | error | known deviation | unsupported | uncovered |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for vid, row in res["summary"].items():
         lines.append(f"| {vid} | {row.get('pass', 0)} | {row.get('fail', 0)} | {row.get('error', 0)} | "
-                     f"{row.get('unsupported', 0)} | {row.get('uncovered', 0)} |")
+                     f"{row.get('deviation', 0)} | {row.get('unsupported', 0)} | {row.get('uncovered', 0)} |")
+    if res.get("flushes_denormals"):
+        lines += ["", f"The backend declares flush-to-zero arithmetic in {', '.join(res['flushes_denormals'])}: "
+                  "there each operation may lose up to the smallest normal number."]
     lines += ["", "## Checks", "", "| variant | dtype | check | verdict | worst err/(u*S) | K | examples | ill-conditioned |",
               "|---|---|---|---|---:|---:|---:|---:|"]
     for c in res["checks"]:
@@ -33,6 +58,7 @@ def render(res: dict[str, Any]) -> str:
                 lines += ["```", c["example"], "```", ""]
             if c.get("replay"):
                 lines += [f"replay: `{c['replay']}`", ""]
+    lines += _findings(res)
     unc = sorted({x["clause"] for x in res["clauses"] if "uncovered" in x["status"].values()})
     if unc:
         lines += ["", f"## Uncovered clauses ({len(unc)})", "", "No check tests these yet; they are not counted as passing.", ""]
