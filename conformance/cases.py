@@ -132,7 +132,7 @@ def describe(inp: StepInput, limit: int = 6) -> str:
     """A short human-readable rendering of a case for failure messages."""
     h = inp.hyper
     parts = [f"variant={inp.variant} dtype={inp.dtype} iterations={inp.state.iterations}",
-             f"lr={h.learning_rate!r} beta_1={h.beta_1!r} beta_2={h.beta_2!r} epsilon={h.epsilon!r}"]
+             f"epsilon={h.epsilon!r} beta_2={h.beta_2!r} beta_1={h.beta_1!r} lr={h.learning_rate!r}"]
     extras = {k: getattr(h, k) for k in ("amsgrad", "decay", "clipvalue", "clipnorm", "global_clipnorm",
                                          "weight_decay", "use_ema", "adaptive_epsilon") if getattr(h, k)}
     if extras:
