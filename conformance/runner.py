@@ -165,9 +165,10 @@ class Runner:
                     break
             if fail_fast and runs and runs[-1].status in ("fail", "error"):
                 break
-        if self.api is not None and not (fail_fast and runs and runs[-1].status in ("fail", "error")):
+        world = self.api
+        if world is not None and not (fail_fast and runs and runs[-1].status in ("fail", "error")):
             for vid in variants:
-                for arun in run_api_checks(self.api, self.spec.variant(vid), only_set, self.timeout):
+                for arun in run_api_checks(world, self.spec, vid, only_set, self.timeout):
                     arun = self.apply_findings(arun)
                     self.log(f"{arun.status:11s} {vid:13s} {'api':8s} {arun.check:16s} {arun.message[:90]}")
                     runs.append(arun)

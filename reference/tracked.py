@@ -174,7 +174,6 @@ class Arith:
 
     def __init__(self, dtype: str, flush: bool = False) -> None:
         self.fmt = fmt(dtype)
-        self.flush = flush
         if flush:
             # a result below the smallest normal number may become 0: that number / u,
             # for every operation (an addition of normals can land there too)

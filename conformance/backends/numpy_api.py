@@ -156,10 +156,12 @@ class _KerasAdam:
             self._order += [(id(x), "vhat") for x in new if "vhat" in names]
 
     def get_slot_names(self) -> list[str]:
-        return ["m", "v"] + (["vhat"] if self._args.get("amsgrad") else [])
+        """The spec's slot names (m, v, vhat in OptimizerV2; the slot lists elsewhere)."""
+        return list(self.spec.slots[:3 if self._args.get("amsgrad") else 2])
 
     def get_slot(self, var: Variable, name: str) -> Variable:
-        return Variable(self._slots[id(var)][name], f"{var.name}/{name}")
+        key = ("m", "v", "vhat")[list(self.spec.slots).index(name)]
+        return Variable(self._slots[id(var)][key], f"{var.name}/{name}")
 
     def get_weights(self) -> list[np.ndarray]:
         lead = [np.asarray(self.iterations, np.int64)]

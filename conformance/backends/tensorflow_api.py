@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from conformance.backends.tensorflow_backend import VARIANTS, _installed
+from conformance.backends.tensorflow_backend import _NEEDS, VARIANTS, _installed
 
 __all__ = ["TensorFlowApi"]
 
@@ -46,8 +46,7 @@ class TensorFlowApi:
     name = "tensorflow"
 
     def __init__(self) -> None:
-        needs = {"keras3": "keras"}
-        self.variants = tuple(v for v in VARIANTS if _installed(needs.get(v, "tf_keras" if v not in ("tf1", "tf1-compat") else "tensorflow")))
+        self.variants = tuple(v for v in VARIANTS if _installed(_NEEDS.get(v, "tensorflow")))
         self._cls = _classes()
 
     def optimizer_class(self, variant: str) -> type:
