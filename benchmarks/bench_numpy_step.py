@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from conformance.backends import numpy_backend as nb  # noqa: E402
-from reference.state import AdamState, Hyper  # noqa: E402
+from adamconf.backends import numpy_backend as nb  # noqa: E402
+from adamconf.reference.state import AdamState, Hyper  # noqa: E402
 
 BYTES_PER_ELEMENT = 28  # float32: read g, m, v, var (16) + write m, v, var (12)
 

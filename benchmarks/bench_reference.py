@@ -16,8 +16,8 @@ import time
 import mpmath
 import numpy as np
 
-from reference import AdamState, Hyper, step
-from spec import load_spec
+from adamconf.reference import AdamState, Hyper, step
+from adamconf.spec import load_spec
 
 
 def state(n: int, seed: int = 0) -> tuple[AdamState, list[np.ndarray]]:

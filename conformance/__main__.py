@@ -1,6 +1,6 @@
-"""`python -m conformance` is the `adamconf` command."""
+"""`python -m adamconf` is the `adamconf` command."""
 import sys
 
-from conformance.cli import main
+from adamconf.cli import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """Object-level checks: one per group of API, default and error clauses.
 
-Each check builds real optimizer objects through an `ApiWorld` (conformance.api), calls
+Each check builds real optimizer objects through an `ApiWorld` (adamconf.api), calls
 the documented methods and judges every clause it covers on its own: `covers` lists
 the clause suffixes (`area.promise`), and a check runs on a variant only when the
 spec gives that variant one of them. The expected values come from the spec (the
@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from spec.model import Clause, Spec, Variant
+from adamconf.spec.model import Clause, Spec, Variant
 
 # The clause suffix of each default clause and the canonical arguments it speaks of.
 DEFAULT_ARGS: dict[str, tuple[str, ...]] = {
@@ -228,8 +228,8 @@ def _decay_ignored(world: Any, cls: type, out: Verdicts) -> None:
 def _expected_slots(order: str, grads: list[np.ndarray], v: Variant, k: float) -> list[tuple[np.ndarray, np.ndarray]]:
     """The exact slots after one AMSGrad step from zero (value, allowed error K*u*S),
     in the variant's documented weights order."""
-    from reference import adam as ref
-    from reference.state import AdamState, Hyper
+    from adamconf.reference import adam as ref
+    from adamconf.reference.state import AdamState, Hyper
     res = ref.step(v, "float32", Hyper(amsgrad=True, epsilon=v.default("epsilon", 1e-7)),
                    AdamState.zeros_like(list(_PARAMS), amsgrad=True), grads)
     pair = lambda name: [(a.astype(np.float64), k * 2.0 ** -24 * s)  # noqa: E731
@@ -434,8 +434,8 @@ def check_errors(world: Any, out: Verdicts) -> None:
 
 def check_ema(world: Any, out: Verdicts) -> None:
     """finalize_variable_values writes the moving averages into the variables."""
-    from reference import adam as ref
-    from reference.state import AdamState, Hyper
+    from adamconf.reference import adam as ref
+    from adamconf.reference.state import AdamState, Hyper
     v = out.variant
     cls = world.optimizer_class(v.id)
     p0 = np.array([1.0, -2.0, 3.0], np.float32)
@@ -463,8 +463,8 @@ def check_migrate(world: Any, out: Verdicts) -> None:
     if tf1_id not in world.variants or keras_id not in world.variants:
         out.skip("migrate.arg-map", f"{world.name} lacks {tf1_id} or {keras_id}")
         return
-    from reference import adam as ref
-    from reference.state import AdamState, Hyper
+    from adamconf.reference import adam as ref
+    from adamconf.reference.state import AdamState, Hyper
     old = world.optimizer_class(tf1_id)(learning_rate=0.001, beta1=0.8, beta2=0.99, epsilon=1e-6)
     new = world.optimizer_class(keras_id)(learning_rate=0.001, beta_1=0.8, beta_2=0.99, epsilon=1e-6)
     cfg = new.get_config()
@@ -517,8 +517,8 @@ def api_check_for(clause: Clause) -> ApiCheck | None:
 
 def run_api_checks(world: Any, spec: Spec, vid: str, only: set[str] | None, timeout: float) -> list[Any]:
     """Every applicable API check on one variant, as runner.CheckRun records (dtype "api")."""
-    from conformance.evaluate import Hung, call_with_timeout
-    from conformance.runner import CheckRun
+    from adamconf.evaluate import Hung, call_with_timeout
+    from adamconf.runner import CheckRun
     variant, clauses = spec.variant(vid), spec.clauses_for(vid)
     runs = []
     for chk in API_CHECKS.values():

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from reference.state import AdamState, Hyper, Schedule, SparseGrad, StepInput, dtype_name, np_dtype
+from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad, StepInput, dtype_name, np_dtype
 
 FORMAT = "adamconf-case/1"
 

@@ -14,10 +14,10 @@ from typing import Callable
 import numpy as np
 from hypothesis import strategies as st
 
-from conformance import strategies as S
-from reference.state import np_dtype
-from reference.state import AdamState, Hyper, StepInput
-from spec.model import Clause, Variant
+from adamconf import strategies as S
+from adamconf.reference.state import np_dtype
+from adamconf.reference.state import AdamState, Hyper, StepInput
+from adamconf.spec.model import Clause, Variant
 
 
 @dataclass(frozen=True)

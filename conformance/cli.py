@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from reference.state import DTYPES
+from adamconf.reference.state import DTYPES
 
 DEFAULT_OUT = "adamconf-out"
 
@@ -53,11 +53,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from conformance.loading import ConfigError, load_backend
-    from conformance.runner import PROFILES, Runner, as_dict
-    from conformance.checks import CHECKS
-    from reports import junit, markdown
-    from spec import load_spec
+    from adamconf.loading import ConfigError, load_backend
+    from adamconf.runner import PROFILES, Runner, as_dict
+    from adamconf.checks import CHECKS
+    from adamconf.reports import junit, markdown
+    from adamconf.spec import load_spec
 
     spec = load_spec()
     variants = args.variant or list(spec.variants)
@@ -73,8 +73,8 @@ def run_check(args: argparse.Namespace) -> int:
     if args.profile not in PROFILES:
         print(f"adamconf check: unknown profile {args.profile!r}; use {', '.join(PROFILES)}", file=sys.stderr)
         return 2
-    from conformance.api_checks import API_CHECKS
-    from conformance.findings import FindingsError
+    from adamconf.api_checks import API_CHECKS
+    from adamconf.findings import FindingsError
     bad_c = [c for c in (args.check or []) if c not in CHECKS and c not in API_CHECKS]
     if bad_c:
         print(f"adamconf check: unknown check(s) {', '.join(bad_c)}; known: {', '.join(list(CHECKS) + list(API_CHECKS))}",
@@ -124,11 +124,11 @@ def _print_summary(record: dict) -> None:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from conformance import cases
-    from conformance.checks import CHECKS
-    from conformance.evaluate import Invalid, evaluate
-    from conformance.loading import ConfigError, load_backend
-    from spec import load_spec
+    from adamconf import cases
+    from adamconf.checks import CHECKS
+    from adamconf.evaluate import Invalid, evaluate
+    from adamconf.loading import ConfigError, load_backend
+    from adamconf.spec import load_spec
 
     try:
         inp, clause, check = cases.load(Path(args.case))
@@ -154,8 +154,8 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from reports import junit, markdown
-    from reports.load import ReportError, load_results
+    from adamconf.reports import junit, markdown
+    from adamconf.reports.load import ReportError, load_results
 
     try:
         res = load_results(args.results)
@@ -167,8 +167,8 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from reference import commands as ref_commands
-    from spec import commands as spec_commands
+    from adamconf.reference import commands as ref_commands
+    from adamconf.spec import commands as spec_commands
 
     parser = argparse.ArgumentParser(prog="adamconf", description="Conformance checks for Adam as TensorFlow documents it.")
     sub = parser.add_subparsers(dest="command", required=True)

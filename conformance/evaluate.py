@@ -14,11 +14,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from conformance.protocol import Backend
-from reference import adam as ref
-from reference.bound import Verdict, compare
-from reference.state import AdamState, SparseGrad, StepInput
-from spec.model import Variant
+from adamconf.protocol import Backend
+from adamconf.reference import adam as ref
+from adamconf.reference.bound import Verdict, compare
+from adamconf.reference.state import AdamState, SparseGrad, StepInput
+from adamconf.spec.model import Variant
 
 
 class Invalid(Exception):

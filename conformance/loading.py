@@ -5,13 +5,13 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from conformance.protocol import Backend, validate_backend
+from adamconf.protocol import Backend, validate_backend
 
 GROUP = "adamconf.backends"
 # Bundled backends, so they are found even when the package is not installed.
 BUNDLED = {
-    "numpy": "conformance.backends.numpy_backend:NumpyBackend",
-    "tensorflow": "conformance.backends.tensorflow_backend:TensorFlowBackend",
+    "numpy": "adamconf.backends.numpy_backend:NumpyBackend",
+    "tensorflow": "adamconf.backends.tensorflow_backend:TensorFlowBackend",
 }
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Collection, Protocol, Sequence, runtime_checkable
 
-from reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad  # re-exported for backend authors
+from adamconf.reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad  # re-exported for backend authors
 
 __all__ = ["Backend", "AdamState", "Grad", "Hyper", "Schedule", "SparseGrad", "unsupported_reason", "validate_backend"]
 

@@ -56,11 +56,11 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list) -> Non
     spec_ref = config.getoption("--adam-backend")
     if not spec_ref:
         return
-    from conformance.checks import CHECKS, check_for
-    from conformance.loading import ConfigError, load_backend
-    from conformance.runner import Runner
-    from reference.state import DTYPES
-    from spec import load_spec
+    from adamconf.checks import CHECKS, check_for
+    from adamconf.loading import ConfigError, load_backend
+    from adamconf.runner import Runner
+    from adamconf.reference.state import DTYPES
+    from adamconf.spec import load_spec
 
     try:
         backend = load_backend(spec_ref)

@@ -18,14 +18,14 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
 from hypothesis import seed as hyp_seed
 from hypothesis.errors import Flaky, Unsatisfiable
 
-from conformance import cases
-from conformance import findings as findings_mod
-from conformance.api_checks import API_CHECKS, api_check_for, run_api_checks
-from conformance.checks import CHECKS, Check, check_for
-from conformance.evaluate import Invalid, Outcome, evaluate, expect_raises
-from conformance.protocol import Backend, unsupported_reason
-from reference.state import StepInput
-from spec.model import Spec, Variant
+from adamconf import cases
+from adamconf import findings as findings_mod
+from adamconf.api_checks import API_CHECKS, api_check_for, run_api_checks
+from adamconf.checks import CHECKS, Check, check_for
+from adamconf.evaluate import Invalid, Outcome, evaluate, expect_raises
+from adamconf.protocol import Backend, unsupported_reason
+from adamconf.reference.state import StepInput
+from adamconf.spec.model import Spec, Variant
 
 PROFILES: dict[str, dict[str, Any]] = {
     # The CI gate: derandomized, a fixed example budget, the same verdict every run.
@@ -179,7 +179,7 @@ class Runner:
 
     @property
     def api(self) -> Any:
-        """The backend's object-level API world, if it offers one (see conformance.api)."""
+        """The backend's object-level API world, if it offers one (see adamconf.api)."""
         world = getattr(self.backend, "api", None)
         return world() if callable(world) else world
 
@@ -354,7 +354,7 @@ def as_dict(run: RunResult) -> dict[str, Any]:
 
 
 def _clause_status(run: CheckRun, clause: str) -> str:
-    """An API check judges each clause on its own (see conformance.api_checks)."""
+    """An API check judges each clause on its own (see adamconf.api_checks)."""
     return run.clause_status.get(clause, run.status)
 
 

@@ -11,9 +11,9 @@ import math
 import numpy as np
 from hypothesis import strategies as st
 
-from reference.state import AdamState, Hyper, Schedule, SparseGrad, StepInput, np_dtype
-from reference.tracked import fmt
-from spec.model import Variant
+from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad, StepInput, np_dtype
+from adamconf.reference.tracked import fmt
+from adamconf.spec.model import Variant
 
 
 def _cast(x: float, dtype: str) -> float:

@@ -1,7 +1,7 @@
 """The oracle: exact Adam arithmetic (gmpy2/mpmath) with a running error scale."""
-from reference.adam import ExactState, ReferenceError, StepResult, step, trajectory
-from reference.bound import Verdict, compare
-from reference.state import AdamState, Hyper, Schedule, SparseGrad
+from adamconf.reference.adam import ExactState, ReferenceError, StepResult, step, trajectory
+from adamconf.reference.bound import Verdict, compare
+from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad
 
 __all__ = ["AdamState", "ExactState", "Hyper", "ReferenceError", "Schedule", "SparseGrad",
            "StepResult", "Verdict", "compare", "step", "trajectory"]

@@ -23,9 +23,9 @@ from typing import Collection, Sequence
 import gmpy2
 import numpy as np
 
-from spec.model import Variant
-from reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype, present_fields
-from reference.tracked import Arith, Format, Tracked, const, daz_scale, decimal_of, exact, fmt, from_array, mp, to_float64
+from adamconf.spec.model import Variant
+from adamconf.reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype, present_fields
+from adamconf.reference.tracked import Arith, Format, Tracked, const, daz_scale, decimal_of, exact, fmt, from_array, mp, to_float64
 
 DEFAULT_PRECISION = 113
 MODES = ("rounded", "decimal")

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reference.adam import StepResult
-from reference.state import AdamState, dtype_name, np_dtype
-from reference.tracked import _ONE, fmt
+from adamconf.reference.adam import StepResult
+from adamconf.reference.state import AdamState, dtype_name, np_dtype
+from adamconf.reference.tracked import _ONE, fmt
 
 
 @dataclass

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from reference.adam import ReferenceError, trajectory
-from reference.state import AdamState, Hyper, np_dtype
+from adamconf.reference.adam import ReferenceError, trajectory
+from adamconf.reference.state import AdamState, Hyper, np_dtype
 
 
 def add_parser(sub: Any) -> None:
@@ -74,7 +74,7 @@ def _inputs(args: argparse.Namespace) -> tuple[np.ndarray, list[np.ndarray], np.
 
 
 def run(args: argparse.Namespace) -> int:
-    from spec import load_spec
+    from adamconf.spec import load_spec
 
     spec = load_spec()
     try:

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance.api import validate_world
-from conformance.api_checks import API_CHECKS, api_check_for
-from conformance.backends.numpy_api import KerasLikeAdam, NumpyApi
-from conformance.backends.numpy_backend import NumpyBackend
-from conformance.findings import FindingsError, load
-from conformance.runner import Runner
-from spec import load_spec
+from adamconf.api import validate_world
+from adamconf.api_checks import API_CHECKS, api_check_for
+from adamconf.backends.numpy_api import KerasLikeAdam, NumpyApi
+from adamconf.backends.numpy_backend import NumpyBackend
+from adamconf.findings import FindingsError, load
+from adamconf.runner import Runner
+from adamconf.spec import load_spec
 
 SPEC = load_spec()
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,9 +174,9 @@ def test_bad_findings_files_are_refused_with_a_clear_message(tmp_path, text, nee
         Runner(SPEC, b, "numpy")
     if needle == "not valid TOML":
         mod = tmp_path / "fb.py"
-        mod.write_text(f"from conformance.backends.numpy_backend import NumpyBackend\n"
+        mod.write_text(f"from adamconf.backends.numpy_backend import NumpyBackend\n"
                        f"class B(NumpyBackend):\n    findings = {str(f)!r}\n")
-        r = subprocess.run([sys.executable, "-m", "conformance.cli", "check", "--backend", "fb:B", "--variant", "tf1",
+        r = subprocess.run([sys.executable, "-m", "adamconf", "check", "--backend", "fb:B", "--variant", "tf1",
                             "--dtype", "float32", "--check", "fresh", "--out", str(tmp_path / "o")],
                            cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": f"{tmp_path}:{ROOT}"})
         assert r.returncode == 2 and "findings file is invalid" in r.stderr, r.stderr
@@ -184,7 +184,7 @@ def test_bad_findings_files_are_refused_with_a_clear_message(tmp_path, text, nee
 
 def test_tensorflow_findings_file_is_valid():
     fs = load(ROOT / "conformance/backends/tensorflow_findings.toml")
-    from conformance.findings import validate
-    from conformance.checks import CHECKS
+    from adamconf.findings import validate
+    from adamconf.checks import CHECKS
     validate(fs, SPEC.variants, list(CHECKS) + list(API_CHECKS), SPEC.clauses)
     assert all(f.summary and f.evidence for f in fs)

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance.checks import CHECKS
-from conformance.runner import Runner
-from reference.state import AdamState
-from spec import load_spec
+from adamconf.checks import CHECKS
+from adamconf.runner import Runner
+from adamconf.reference.state import AdamState
+from adamconf.spec import load_spec
 from tests.corpus.op_orders import CORRECT
 from tests.corpus.planted_bugs import BUGS
 from tests.corpus.textbook import TextbookAdam
@@ -117,7 +117,7 @@ def test_misbehaving_backend_gets_a_clear_failure_and_the_run_goes_on(how, needl
 # -- the CLI ---------------------------------------------------------------------------
 
 def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "conformance", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "adamconf", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def test_cli_exit_codes_and_messages(tmp_path):
@@ -165,7 +165,7 @@ def test_readme_example_backend_passes(tmp_path):
     code = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
     (tmp_path / "my_adam.py").write_text(code)
     env_path = f"{tmp_path}:{ROOT}"
-    r = subprocess.run([sys.executable, "-m", "conformance", "check", "--backend", "my_adam:MyAdam", "--variant", "keras3",
+    r = subprocess.run([sys.executable, "-m", "adamconf", "check", "--backend", "my_adam:MyAdam", "--variant", "keras3",
                         "--dtype", "float32", "--dtype", "float64", "--out", str(tmp_path / "out"), "--quiet"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": env_path})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -16,10 +16,10 @@ import zlib
 import numpy as np
 import pytest
 
-from conformance.backends import numpy_backend as nb
-from conformance.backends.numpy_backend import NumpyBackend
-from conformance.protocol import unsupported_reason, validate_backend
-from reference.state import AdamState, Hyper, Schedule, SparseGrad, np_dtype
+from adamconf.backends import numpy_backend as nb
+from adamconf.backends.numpy_backend import NumpyBackend
+from adamconf.protocol import unsupported_reason, validate_backend
+from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad, np_dtype
 
 VARIANTS = nb.VARIANTS
 DTYPES = ("float16", "bfloat16", "float32", "float64")

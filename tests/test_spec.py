@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from spec import Argument, Clause, Spec, SpecError, Tolerance, Variant, load_spec
-from spec import commands, model
-from spec.loader import PACKAGE_ROOT, SEEDS
+from adamconf.spec import Argument, Clause, Spec, SpecError, Tolerance, Variant, load_spec
+from adamconf.spec import commands, model
+from adamconf.spec.loader import PACKAGE_ROOT, SEEDS
 
 ALL_VARIANTS = {"tf1", "tf1-compat", "keras-v2", "keras-legacy", "keras-dtensor", "keras3",
                 "tf-keras", "torch", "optax"}

@@ -17,14 +17,14 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="install the [tf] extra: pip install -e '.[tf]'")
 
-from conformance.backends import tensorflow_backend as tfb  # noqa: E402
-from conformance.backends.numpy_backend import NumpyBackend  # noqa: E402
-from conformance.backends.tensorflow_backend import TensorFlowBackend  # noqa: E402
-from conformance.protocol import unsupported_reason, validate_backend  # noqa: E402
-from reference import adam as ref  # noqa: E402
-from reference import bound  # noqa: E402
-from reference.state import AdamState, Hyper, Schedule, SparseGrad, np_dtype  # noqa: E402
-from spec import load_spec  # noqa: E402
+from adamconf.backends import tensorflow_backend as tfb  # noqa: E402
+from adamconf.backends.numpy_backend import NumpyBackend  # noqa: E402
+from adamconf.backends.tensorflow_backend import TensorFlowBackend  # noqa: E402
+from adamconf.protocol import unsupported_reason, validate_backend  # noqa: E402
+from adamconf.reference import adam as ref  # noqa: E402
+from adamconf.reference import bound  # noqa: E402
+from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad, np_dtype  # noqa: E402
+from adamconf.spec import load_spec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = load_spec()
@@ -98,7 +98,7 @@ def test_protocol():
 
 
 def test_importing_the_module_does_not_import_tensorflow():
-    code = ("import sys; import conformance.backends.tensorflow_backend as m; "
+    code = ("import sys; import adamconf.backends.tensorflow_backend as m; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; print(m.TensorFlowBackend.name)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -413,8 +413,8 @@ def test_jit_compile_on_cpu_agrees_with_reference():
 # -- the object-level API checks on real TensorFlow ----------------------------------------------
 
 def test_api_checks_on_tensorflow_pass_or_are_known_deviations():
-    from conformance.api_checks import API_CHECKS
-    from conformance.runner import Runner
+    from adamconf.api_checks import API_CHECKS
+    from adamconf.runner import Runner
     res = Runner(SPEC, TF, "tensorflow", profile="ci").run(list(tfb.VARIANTS), ["float32"], only=list(API_CHECKS))
     bad = [(c.variant, c.check, c.message) for c in res.checks if c.status in ("fail", "error")]
     assert not bad, bad

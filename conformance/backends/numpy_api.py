@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from conformance.backends.numpy_backend import NumpyBackend
-from reference.state import AdamState, Hyper
-from spec import load_spec
-from spec.model import Variant
+from adamconf.backends.numpy_backend import NumpyBackend
+from adamconf.reference.state import AdamState, Hyper
+from adamconf.spec import load_spec
+from adamconf.spec.model import Variant
 
 __all__ = ["NumpyApi", "Variable", "KerasLikeAdam"]
 
@@ -233,7 +233,7 @@ class _KerasAdam:
 
 
 class NumpyApi:
-    """The API world of the numpy backend (conformance.api)."""
+    """The API world of the numpy backend (adamconf.api)."""
 
     name = "numpy"
     variants = KERAS_VARIANTS

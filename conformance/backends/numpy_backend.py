@@ -36,7 +36,7 @@ from typing import Callable, Collection, Sequence
 
 import numpy as np
 
-from reference.state import DTYPES, AdamState, Hyper, Schedule, SparseGrad, np_dtype
+from adamconf.reference.state import DTYPES, AdamState, Hyper, Schedule, SparseGrad, np_dtype
 
 __all__ = ["NumpyBackend", "RULES", "VARIANTS", "VARIANT_FEATURES", "FEATURES", "Rules"]
 
@@ -618,7 +618,7 @@ class NumpyBackend:
 
     def api(self) -> Any:
         """The object-level API world: a Keras-like Adam built on this backend."""
-        from conformance.backends.numpy_api import NumpyApi
+        from adamconf.backends.numpy_api import NumpyApi
         return NumpyApi()
 
     # protocol -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The object-level API world of real TensorFlow (see conformance.api).
+"""The object-level API world of real TensorFlow (see adamconf.api).
 
 Every optimizer here is the class a page documents, imported from the package that
 ships it in TF 2.21; checks call its own methods eagerly.
@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from conformance.backends.tensorflow_backend import _NEEDS, VARIANTS, _installed
+from adamconf.backends.tensorflow_backend import _NEEDS, VARIANTS, _installed
 
 __all__ = ["TensorFlowApi"]
 

@@ -51,7 +51,7 @@ from typing import Any, Collection, Sequence
 
 import numpy as np
 
-from reference.state import DTYPES, AdamState, Hyper, Schedule, SparseGrad, np_dtype
+from adamconf.reference.state import DTYPES, AdamState, Hyper, Schedule, SparseGrad, np_dtype
 
 __all__ = ["TensorFlowBackend", "VARIANTS", "VARIANT_FEATURES", "FEATURES", "TF_MISSING"]
 
@@ -477,8 +477,8 @@ class TensorFlowBackend:
         self._warm: dict[tuple[str, str], str | None] = {}
 
     def api(self) -> Any:
-        """The object-level API world (conformance.api) of the same TensorFlow."""
-        from conformance.backends.tensorflow_api import TensorFlowApi
+        """The object-level API world (adamconf.api) of the same TensorFlow."""
+        from adamconf.backends.tensorflow_api import TensorFlowApi
         if getattr(self, "_api", None) is None:
             self._api = TensorFlowApi()
         return self._api

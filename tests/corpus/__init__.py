@@ -5,7 +5,7 @@
     BUGS     planted-bug backends, one realistic mistake each, with the spec area
              (`expected_clause_area`) that should catch it; the gate must reject each.
 
-All follow conformance.protocol (state in, state out) and derive from TextbookAdam.
+All follow adamconf.protocol (state in, state out) and derive from TextbookAdam.
 """
 from .op_orders import CORRECT, FmaOrder, KernelOrder, LerpOrder, PageOrder
 from .planted_bugs import AREAS, BUG_CLASSES, BUGS, PlantedBug

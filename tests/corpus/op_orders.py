@@ -147,7 +147,7 @@ class FlushedKernelOrder(KernelOrder):
     flushes_denormals = ("bfloat16", "float32", "float64")
 
     def step(self, variant, dtype, hyper, state, grads):
-        from reference.state import SparseGrad
+        from adamconf.reference.state import SparseGrad
         T = state.params[0].dtype
         fl = lambda xs: None if xs is None else [_flush(x, T) for x in xs]  # noqa: E731
         st = type(state)(fl(state.params), fl(state.m), fl(state.v), state.iterations, fl(state.vhat),

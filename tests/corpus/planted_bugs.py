@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from reference.state import Schedule, SparseGrad
+from adamconf.reference.state import Schedule, SparseGrad
 
 from .textbook import KERAS_VARIANTS, LEGACY_VARIANTS, TF1_VARIANTS, TextbookAdam, summed_squares
 

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype
+from adamconf.reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype
 
 # Which features each variant has (the spec's variant files say the same). keras-v2 and
 # tf1-compat share the arithmetic of keras-legacy and tf1.
