@@ -515,39 +515,39 @@ def api_check_for(clause: Clause) -> ApiCheck | None:
     return next((c for c in API_CHECKS.values() if sfx in c.covers), None)
 
 
-def run_api_checks(world: Any, spec: Spec, vid: str, only: set[str] | None, timeout: float) -> list[Any]:
-    """Every applicable API check on one variant, as runner.CheckRun records (dtype "api")."""
+def run_api_check(world: Any, spec: Spec, vid: str, chk: ApiCheck, timeout: float) -> Any:
+    """One API check on one variant, as a runner.CheckRun record (dtype "api").
+
+    Each covered clause gets its own verdict; the check's verdict combines them, so a
+    check that judged no clause is never `pass`."""
     from adamconf.evaluate import Hung, call_with_timeout
     from adamconf.runner import CheckRun
+    from adamconf.verdicts import ERROR, FAIL, JUDGED, UNCOVERED, UNSUPPORTED, combine
     variant, clauses = spec.variant(vid), spec.clauses_for(vid)
-    runs = []
-    for chk in API_CHECKS.values():
-        if (only and chk.name not in only) or not chk.applies_to(clauses):
-            continue
-        run = CheckRun(chk.name, variant.id, "api", "pass")
-        out = Verdicts(spec, variant, chk.covers, clauses)
-        if variant.id not in world.variants:
-            run.status, run.message = "unsupported", f"{world.name} has no API adapter for {variant.id}"
-            runs.append(run)
-            continue
-        def body(chk: ApiCheck = chk, out: Verdicts = out) -> None:
-            with warnings.catch_warnings():   # deprecation notices are expected: lr, decay
-                warnings.simplefilter("ignore")
-                chk.fn(world, out)
-        try:
-            call_with_timeout(body, max(timeout, 60.0))
-        except Hung as e:
-            run.status, run.message = "fail", f"HUNG: {e}"
-        except Exception as e:  # noqa: BLE001 - an unexpected exception is a finding about the backend
-            tb = traceback.format_exception(type(e), e, e.__traceback__)
-            run.status, run.message = "error", f"{type(e).__name__}: {e} ({tb[-2].strip().splitlines()[0] if len(tb) > 1 else ''})"
-        for cid in out.ids.values():
-            out.status.setdefault(cid, "error" if run.status == "error" else "uncovered")
-        run.clause_status = dict(out.status)
-        run.examples = 1
-        if run.status == "pass":
-            worst = [s for s in ("fail", "error") if s in out.status.values()]
-            run.status = worst[0] if worst else "pass"
-            run.message = "; ".join(f"{cid}: {m}" for cid, m in out.messages.items() if out.status[cid] != "pass")
-        runs.append(run)
-    return runs
+    run = CheckRun(chk.name, variant.id, "api", UNCOVERED)
+    out = Verdicts(spec, variant, chk.covers, clauses)
+    if variant.id not in world.variants:
+        run.status, run.message = UNSUPPORTED, f"{world.name} has no API adapter for {variant.id}"
+        run.clause_status = {cid: UNSUPPORTED for cid in out.ids.values()}
+        return run
+
+    def body() -> None:
+        with warnings.catch_warnings():   # deprecation notices are expected: lr, decay
+            warnings.simplefilter("ignore")
+            chk.fn(world, out)
+    broke = None
+    try:
+        call_with_timeout(body, max(timeout, 60.0))
+    except Hung as e:
+        broke = FAIL, f"HUNG: {e}"
+    except Exception as e:  # noqa: BLE001 - an unexpected exception is a finding about the backend
+        tb = traceback.format_exception(type(e), e, e.__traceback__)
+        broke = ERROR, f"{type(e).__name__}: {e} ({tb[-2].strip().splitlines()[0] if len(tb) > 1 else ''})"
+    for cid in out.ids.values():
+        out.status.setdefault(cid, broke[0] if broke else UNCOVERED)
+    run.clause_status = dict(out.status)
+    run.examples = sum(1 for s in out.status.values() if s in JUDGED)
+    run.status = broke[0] if broke else combine(out.status.values())
+    notes = [f"{cid}: {m}" for cid, m in out.messages.items() if out.status[cid] != "pass"]
+    run.message = "; ".join(([broke[1]] if broke else []) + notes)
+    return run

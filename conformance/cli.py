@@ -30,11 +30,15 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", action="append", help="spec variant id (repeat); default: every variant")
     p.add_argument("--dtype", action="append", help=f"dtype (repeat); default: {', '.join(DTYPES)}")
     p.add_argument("--check", action="append", help="run only these checks (repeat); default: all")
-    p.add_argument("--profile", default="ci", help="ci (derandomized, the gate), dev or thorough")
+    p.add_argument("--profile", default="ci", help="ci (derandomized, the gate), dev or thorough "
+                   "(hypothesis profiles adamconf-ci, adamconf-dev, adamconf-thorough)")
     p.add_argument("--seed", type=int, help="hypothesis seed (dev and thorough profiles)")
     p.add_argument("--max-examples", type=int, help="override the profile's example budget per check")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds one backend step may take (default 10)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for results.json, junit.xml, report.md and failing cases (default {DEFAULT_OUT})")
+    p.add_argument("--findings", action="append", default=[], metavar="FILE",
+                   help="a known-deviation file of your own, in the backend findings format (repeat); "
+                   "used in addition to the backend's own")
     p.add_argument("--quiet", action="store_true", help="no per-check progress lines")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing check")
 
@@ -53,69 +57,79 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from adamconf.findings import FindingsError
     from adamconf.loading import ConfigError, load_backend
-    from adamconf.runner import PROFILES, Runner, as_dict
-    from adamconf.checks import CHECKS
     from adamconf.reports import junit, markdown
+    from adamconf.runner import Runner, as_dict
     from adamconf.spec import load_spec
 
     spec = load_spec()
-    variants = args.variant or list(spec.variants)
-    dtypes = args.dtype or list(DTYPES)
-    bad_v = [v for v in variants if v not in spec.variants]
-    if bad_v:
-        print(f"adamconf check: unknown variant(s) {', '.join(bad_v)}; known: {', '.join(spec.variants)}", file=sys.stderr)
-        return 2
-    bad_d = [d for d in dtypes if d not in DTYPES]
-    if bad_d:
-        print(f"adamconf check: unknown dtype(s) {', '.join(bad_d)}; use {', '.join(DTYPES)}", file=sys.stderr)
-        return 2
-    if args.profile not in PROFILES:
-        print(f"adamconf check: unknown profile {args.profile!r}; use {', '.join(PROFILES)}", file=sys.stderr)
-        return 2
-    from adamconf.api_checks import API_CHECKS
-    from adamconf.findings import FindingsError
-    bad_c = [c for c in (args.check or []) if c not in CHECKS and c not in API_CHECKS]
-    if bad_c:
-        print(f"adamconf check: unknown check(s) {', '.join(bad_c)}; known: {', '.join(list(CHECKS) + list(API_CHECKS))}",
-              file=sys.stderr)
-        return 2
     try:
+        variants, dtypes, only = _selection(args, spec)
         backend = load_backend(args.backend)
-    except ConfigError as e:
+        runner = Runner(spec, backend, args.backend, profile=args.profile, seed=args.seed, timeout=args.timeout,
+                        out=Path(args.out), max_examples=args.max_examples, findings_files=args.findings,
+                        log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)))
+    except FindingsError as e:
+        print(f"adamconf check: a findings file is invalid: {e}", file=sys.stderr)
+        return 2
+    except (ConfigError, ValueError) as e:
         print(f"adamconf check: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-    try:
-        runner = Runner(spec, backend, args.backend, profile=args.profile, seed=args.seed, timeout=args.timeout,
-                        out=out, max_examples=args.max_examples, log=log)
-    except FindingsError as e:
-        print(f"adamconf check: the backend's findings file is invalid: {e}", file=sys.stderr)
-        return 2
-    result = runner.run(variants, dtypes, args.check, fail_fast=args.fail_fast)
+    result = runner.run(variants, dtypes, only, fail_fast=args.fail_fast)
     record = as_dict(result)
+    out = Path(args.out)
     _write(out / "results.json", json.dumps(record, indent=1))
     _write(out / "junit.xml", junit.render(record))
     _write(out / "report.md", markdown.render(record))
     _print_summary(record)
     print(f"\nwrote {out / 'results.json'}, {out / 'junit.xml'}, {out / 'report.md'}")
+    if result.judged == 0:
+        print(f"adamconf check: nothing was judged: {_declared(backend)}; every selected cell is unsupported, "
+              "not applicable or uncovered. Select variants and dtypes the backend declares.", file=sys.stderr)
+        return 2
     return 1 if result.failed else 0
 
 
+def _selection(args: argparse.Namespace, spec: object) -> tuple[list[str], list[str], list[str] | None]:
+    """The variants, dtypes and checks asked for, de-duplicated and validated (ValueError)."""
+    from adamconf.api_checks import API_CHECKS
+    from adamconf.checks import CHECKS
+    known = list(spec.variants)  # type: ignore[attr-defined]
+    variants = list(dict.fromkeys(args.variant or known))
+    dtypes = list(dict.fromkeys(args.dtype or DTYPES))
+    only = list(dict.fromkeys(args.check)) if args.check else None
+    for what, got, pool in (("variant", variants, known), ("dtype", dtypes, DTYPES),
+                            ("check", only or [], list(CHECKS) + list(API_CHECKS))):
+        bad = [x for x in got if x not in pool]
+        if bad:
+            raise ValueError(f"unknown {what}(s) {', '.join(bad)}; known: {', '.join(pool)}")
+    if args.max_examples is not None and args.max_examples < 1:
+        raise ValueError(f"--max-examples must be at least 1, got {args.max_examples}")
+    if not (0 < args.timeout < float("inf")):
+        raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    return variants, dtypes, only
+
+
+def _declared(backend: object) -> str:
+    return ", ".join(f"{a} = {getattr(backend, a, None)!r}" for a in ("name", "variants", "dtypes", "features"))
+
+
 def _print_summary(record: dict) -> None:
-    print(f"\n{'variant':14s} {'pass':>5s} {'fail':>5s} {'error':>5s} {'known':>6s} {'unsup':>6s} {'uncov':>6s}"
-          "   (clause x dtype cells; API clauses count once)")
+    from adamconf.verdicts import VERDICTS
+    heads = {"known deviation": "known", "unsupported": "unsup", "not applicable": "n/a", "uncovered": "uncov"}
+    print(f"\n{'variant':14s} " + " ".join(f"{heads.get(v, v):>6s}" for v in VERDICTS)
+          + "   (clause x dtype cells; API clauses count once)")
     for vid, row in record["summary"].items():
-        print(f"{vid:14s} {row['pass']:5d} {row['fail']:5d} {row['error']:5d} {row.get('deviation', 0):6d} "
-              f"{row['unsupported']:6d} {row['uncovered']:6d}")
+        print(f"{vid:14s} " + " ".join(f"{row.get(v, 0):6d}" for v in VERDICTS))
     for f in record.get("findings", []):
         if f["observed_in"]:
             print(f"known deviation {f['id']}: {f['summary']} ({len(f['observed_in'])} checks)")
-    fails = [c for c in record["checks"] if c["status"] in ("fail", "error")]
-    for c in fails:
-        clauses = sorted({x["clause"] for x in record["clauses"] if x["variant"] == c["variant"] and x["check"] == c["check"]})
-        print(f"\nFAIL {c['variant']} {c['dtype']} check {c['check']} (clauses: {', '.join(clauses) or '-'})")
+    for c in record["checks"]:
+        if c["status"] not in ("fail", "error"):
+            continue
+        clauses = sorted({x["clause"] for x in record["clauses"] if x["variant"] == c["variant"] and c["check"] in x["checks"]})
+        print(f"\n{c['status'].upper()} {c['variant']} {c['dtype']} check {c['check']} (clauses: {', '.join(clauses) or '-'})")
         print(f"  {c['message']}")
         if c.get("example"):
             print("  minimal example:\n    " + c["example"].replace("\n", "\n    "))
@@ -138,7 +152,7 @@ def run_replay(args: argparse.Namespace) -> int:
         return 2
     spec = load_spec()
     chk = CHECKS.get(check)
-    k = spec.tolerances[chk.family].k if chk and chk.family in spec.tolerances else 8.0
+    k = spec.tolerances[chk.family if chk else "step"].k
     print(f"case {args.case}: clause {clause or '-'}, check {check or '-'}, K = {k:g}")
     print(cases.describe(inp, limit=20))
     try:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -32,6 +34,12 @@ def _instantiate(obj: Any, where: str) -> Backend:
     return obj
 
 
+def _working_folder_on_path() -> None:
+    cwd = os.getcwd()
+    if not any(os.path.abspath(p or ".") == cwd for p in sys.path):
+        sys.path.insert(0, cwd)
+
+
 def registered() -> dict[str, str]:
     """Backend names from the entry-point group, bundled names included."""
     names = dict(BUNDLED)
@@ -41,11 +49,16 @@ def registered() -> dict[str, str]:
 
 
 def load_backend(spec: str) -> Backend:
-    """`module:attr` (attr may be a class, instantiated with no arguments) or a name."""
+    """`module:attr` (attr may be a class, instantiated with no arguments) or a name.
+
+    A `module:attr` is imported with the working folder on sys.path, as `python -m` and
+    pytest do, so `my_adam:MyAdam` finds my_adam.py where the command runs."""
     target = spec if ":" in spec else registered().get(spec)
     if target is None:
         known = ", ".join(sorted(registered()))
         raise ConfigError(f"unknown backend {spec!r}: give module:attr, or one of the registered names ({known})")
+    if ":" in spec:
+        _working_folder_on_path()
     mod_name, _, attr = target.partition(":")
     try:
         mod = importlib.import_module(mod_name)

@@ -1,15 +1,28 @@
-"""pytest plugin: `pytest --adam-backend=B` runs the same checks as `adamconf check`.
+"""pytest plugin: `pytest --adam-backend=B` runs exactly the plan of `adamconf check`.
 
-Each (variant, dtype, check) becomes one test item named after the clauses it
-covers; a failure shows the minimal example and the replay command.
+The same cells (numeric and API checks), the same findings (a known deviation is an
+xfail carrying the finding's summary; a stale strict finding fails), the same verdicts.
+Each cell is one item of the parametrized test `adamconf/pytest_gate.py::test_adam`,
+with the id `variant-dtype-check`. `--adam-out DIR` writes the same results.json,
+junit.xml and report.md as the CLI, also under pytest-xdist. Hypothesis's own options
+apply: `--hypothesis-profile adamconf-dev`, `--hypothesis-seed`,
+`--hypothesis-show-statistics`.
 """
 from __future__ import annotations
 
+import importlib
+import json
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
+
+GATE = Path(__file__).with_name("pytest_gate.py")
+NODE = "adamconf/pytest_gate.py"   # the items' file part, wherever the package is installed
+_STATE = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser: Any) -> None:
@@ -17,70 +30,146 @@ def pytest_addoption(parser: Any) -> None:
     g.addoption("--adam-backend", help="backend to check: module:attr or a registered name")
     g.addoption("--adam-variant", action="append", help="spec variant (repeat); default every variant")
     g.addoption("--adam-dtype", action="append", help="dtype (repeat); default all four")
-    g.addoption("--adam-profile", default="ci", help="hypothesis profile: ci, dev or thorough")
-    g.addoption("--adam-out", default=None, help="folder for failing cases (default: pytest's tmp dir)")
+    g.addoption("--adam-check", action="append", help="run only these checks (repeat); default all")
+    g.addoption("--adam-profile", default=None,
+                help="ci (default), dev or thorough; --hypothesis-profile adamconf-<name> works too")
+    g.addoption("--adam-max-examples", type=int, default=None, help="override the profile's example budget")
+    g.addoption("--adam-timeout", type=float, default=10.0, help="seconds one backend step may take (default 10)")
+    g.addoption("--adam-findings", action="append", default=[], metavar="FILE",
+                help="a known-deviation file of your own, in addition to the backend's (repeat)")
+    g.addoption("--adam-out", default=None,
+                help="write results.json, junit.xml, report.md and failing cases here (default: cases in a temp dir)")
 
 
-class AdamCheckItem(pytest.Item):
-    def __init__(self, *, runner: Any, check: Any, variant: Any, dtype: str, clauses: list[str], **kw: Any) -> None:
-        super().__init__(**kw)
-        self.runner, self.check, self.variant, self.dtype, self.clauses = runner, check, variant, dtype, clauses
+def _options(config: Any) -> dict[str, Any]:
+    """The plugin's options, validated exactly as `adamconf check` validates its own."""
+    import argparse
 
-    def runtest(self) -> None:
-        run = self.runner.run_check(self.check, self.variant, self.dtype)
-        if run.status == "unsupported":
-            pytest.skip(run.message)
-        if run.status != "pass":
-            raise CheckFailure(run, self.clauses)
-
-    def repr_failure(self, excinfo: Any, style: Any = None) -> str:
-        if isinstance(excinfo.value, CheckFailure):
-            run, clauses = excinfo.value.args
-            lines = [f"clauses: {', '.join(clauses) or '-'}", run.message]
-            if run.example:
-                lines += ["minimal example:", run.example]
-            if run.replay:
-                lines.append(f"replay: {run.replay}")
-            return "\n".join(lines)
-        return super().repr_failure(excinfo)
-
-    def reportinfo(self) -> tuple[Any, int, str]:
-        return self.path, 0, f"adamconf {self.name}"
-
-
-class CheckFailure(Exception):
-    pass
+    from adamconf import profiles
+    from adamconf.cli import _selection
+    from adamconf.spec import load_spec
+    spec = load_spec()
+    ns = argparse.Namespace(variant=config.getoption("--adam-variant"), dtype=config.getoption("--adam-dtype"),
+                            check=config.getoption("--adam-check"),
+                            max_examples=config.getoption("--adam-max-examples"),
+                            timeout=config.getoption("--adam-timeout"))
+    try:
+        variants, dtypes, only = _selection(ns, spec)
+        hyp = config.getoption("--hypothesis-profile", None)
+        profile = config.getoption("--adam-profile") or (
+            hyp if hyp and hyp.startswith(profiles.PREFIX) else "ci")
+        profile = profiles.profile_name(profile).removeprefix(profiles.PREFIX)
+    except ValueError as e:
+        raise pytest.UsageError(f"adamconf: {e}") from None
+    seed = config.getoption("--hypothesis-seed", None)
+    if seed is not None and profiles.settings_for(profile).derandomize:
+        seed = None   # hypothesis itself ignores the seed for a derandomized profile
+    return dict(spec=spec, variants=variants, dtypes=dtypes, only=only, profile=profile,
+                seed=int(seed) if seed is not None else None)
 
 
-def pytest_collection_modifyitems(session: Any, config: Any, items: list) -> None:
-    spec_ref = config.getoption("--adam-backend")
-    if not spec_ref:
+def pytest_configure(config: Any) -> None:
+    ref = config.getoption("--adam-backend")
+    if not ref:
         return
-    from adamconf.checks import CHECKS, check_for
+    from adamconf.findings import FindingsError
     from adamconf.loading import ConfigError, load_backend
     from adamconf.runner import Runner
-    from adamconf.reference.state import DTYPES
-    from adamconf.spec import load_spec
 
-    try:
-        backend = load_backend(spec_ref)
-    except ConfigError as e:
-        raise pytest.UsageError(str(e)) from None
-    spec = load_spec()
-    variants = config.getoption("--adam-variant") or list(spec.variants)
-    unknown = [v for v in variants if v not in spec.variants]
-    if unknown:
-        raise pytest.UsageError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(spec.variants)}")
-    dtypes = config.getoption("--adam-dtype") or list(DTYPES)
+    opts = _options(config)
     out = config.getoption("--adam-out")
-    out_path = Path(out) if out else Path(tempfile.mkdtemp(prefix="adamconf-"))
-    runner = Runner(spec, backend, spec_ref, profile=config.getoption("--adam-profile"), out=out_path)
-    for vid in variants:
-        variant = spec.variant(vid)
-        for dtype in dtypes:
-            for chk in CHECKS.values():
-                if not chk.applies_to(variant, dtype):
-                    continue
-                clauses = [c.id for c in spec.clauses_for(vid) if check_for(c) is chk]
-                items.append(AdamCheckItem.from_parent(session, name=f"adam[{vid}-{dtype}-{chk.name}]", runner=runner,
-                                                       check=chk, variant=variant, dtype=dtype, clauses=clauses))
+    try:
+        backend = load_backend(ref)
+        runner = Runner(opts["spec"], backend, ref, profile=opts["profile"], seed=opts["seed"],
+                        timeout=config.getoption("--adam-timeout"),
+                        out=Path(out) if out else Path(tempfile.mkdtemp(prefix="adamconf-")),
+                        max_examples=config.getoption("--adam-max-examples"),
+                        findings_files=config.getoption("--adam-findings"))
+    except (ConfigError, FindingsError, ValueError) as e:
+        raise pytest.UsageError(f"adamconf: {e}") from None
+    cells = runner.plan(opts["variants"], opts["dtypes"], opts["only"])
+    config.stash[_STATE] = dict(runner=runner, cells=cells, opts=opts, runs={}, t0=time.perf_counter())
+    # `adamconf/pytest_gate.py::test_adam[...]` selects items by their node id
+    config.args[:] = [str(GATE) + a[len(NODE):] if a.split("::")[0] == NODE else a for a in config.args]
+    if not any(_is_gate(a) for a in config.args):
+        config.args.append(str(GATE))
+
+
+def _is_gate(arg: str) -> bool:
+    try:
+        return Path(arg.split("::")[0]).resolve() == GATE.resolve()
+    except OSError:
+        return False
+
+
+class GateModule(pytest.Module):
+    """The gate module, imported under its package name whatever folder it lies in."""
+
+    def _getobj(self) -> Any:
+        return importlib.import_module("adamconf.pytest_gate")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path: Path, parent: Any) -> Any:
+    if _STATE in parent.config.stash and module_path.resolve() == GATE.resolve():
+        return GateModule.from_parent(parent, path=module_path, nodeid=NODE)
+    return None
+
+
+def pytest_generate_tests(metafunc: Any) -> None:
+    if "adam_cell" in metafunc.fixturenames and _STATE in metafunc.config.stash:
+        cells = metafunc.config.stash[_STATE]["cells"]
+        metafunc.parametrize("adam_cell", cells, ids=[c.id for c in cells])
+
+
+@pytest.fixture(scope="session")
+def adam_runner(request: Any) -> Any:
+    if _STATE not in request.config.stash:
+        pytest.skip("adamconf: pass --adam-backend to run the gate")
+    return request.config.stash[_STATE]["runner"]
+
+
+@contextmanager
+def statistics(item: Any) -> Iterator[None]:
+    """Hand hypothesis's per-test statistics to its own reporter (--hypothesis-show-statistics)."""
+    if not item.config.getoption("--hypothesis-show-statistics", False):
+        yield
+        return
+    from hypothesis.statistics import collector, describe_statistics
+
+    def note(stats: dict) -> None:
+        stats["nodeid"] = item.nodeid
+        item.hypothesis_statistics = describe_statistics(stats)
+    with collector.with_value(note):
+        yield
+
+
+def pytest_runtest_logreport(report: Any) -> None:
+    """Gather each cell's record (from this process or an xdist worker) for --adam-out."""
+    for key, value in getattr(report, "user_properties", ()):
+        if key == "adamconf" and report.when == "call":
+            _pending.append(json.loads(value))
+
+
+_pending: list[dict[str, Any]] = []
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    config = session.config
+    out = config.getoption("--adam-out", None)
+    if _STATE not in config.stash or not out or hasattr(config, "workerinput"):
+        return
+    from adamconf.cli import _write
+    from adamconf.reports import junit, markdown
+    from adamconf.runner import CheckRun, as_dict
+    state = config.stash[_STATE]
+    order = {c.id: i for i, c in enumerate(state["cells"])}
+    runs = sorted((CheckRun(**{k: (float(v) if k == "worst_ratio" else v) for k, v in d.items()}) for d in _pending),
+                  key=lambda r: order.get(f"{r.variant}-{r.dtype}-{r.check}", len(order)))
+    _pending.clear()
+    opts = state["opts"]
+    record = as_dict(state["runner"].result(opts["variants"], opts["dtypes"], runs, time.perf_counter() - state["t0"]))
+    path = Path(out)
+    _write(path / "results.json", json.dumps(record, indent=1))
+    _write(path / "junit.xml", junit.render(record))
+    _write(path / "report.md", markdown.render(record))

@@ -1,39 +1,53 @@
-"""Runs the checks over (variant, dtype) cells and turns them into result records.
+"""Plans the cells of a run, runs each one, and turns them into result records.
 
-Each applicable check runs once per cell under a hypothesis profile; its verdict is
-then attributed to every clause it covers. A failure keeps hypothesis's minimal
-example, saved as a case file with the one command that replays it.
+A run is a plan: one cell per (variant, dtype, check) where the check binds to one of
+the variant's clauses and to the dtype, plus one cell per (variant, API check). The CLI
+and the pytest plugin run the same plan through `Runner.run_cell`, so both give the same
+verdicts. A check's verdict is attributed to every clause it covers; a failure keeps
+hypothesis's minimal example, saved as a case file with the one command that replays it.
 """
 from __future__ import annotations
 
 import math
-import platform
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
+from hypothesis import given, reject
 from hypothesis import seed as hyp_seed
 from hypothesis.errors import Flaky, Unsatisfiable
 
-from adamconf import cases
+from adamconf import cases, profiles, stamp
 from adamconf import findings as findings_mod
-from adamconf.api_checks import API_CHECKS, api_check_for, run_api_checks
-from adamconf.checks import CHECKS, Check, check_for
+from adamconf.api_checks import API_CHECKS, api_check_for, run_api_check
+from adamconf.checks import CHECKS, Check, binds, checks_for
 from adamconf.evaluate import Invalid, Outcome, evaluate, expect_raises
 from adamconf.protocol import Backend, unsupported_reason
 from adamconf.reference.state import StepInput
+from adamconf.reports.load import SCHEMA
 from adamconf.spec.model import Spec, Variant
+from adamconf.verdicts import (BAD, ERROR, FAIL, JUDGED, KNOWN, NOT_APPLICABLE, PASS, UNCOVERED, UNSUPPORTED,
+                               VERDICTS, combine)
 
-PROFILES: dict[str, dict[str, Any]] = {
-    # The CI gate: derandomized, a fixed example budget, the same verdict every run.
-    "ci": dict(max_examples=12, derandomize=True),
-    "dev": dict(max_examples=60, derandomize=False),
-    "thorough": dict(max_examples=600, derandomize=False),
-}
+PROFILES = profiles.PROFILES
 BINS = (0.0, 0.01, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
+API = "api"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One planned check: a numeric check on (variant, dtype), or an API check (dtype "api")."""
+
+    variant: str
+    dtype: str
+    check: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.variant}-{self.dtype}-{self.check}"
 
 
 class CaseFailed(Exception):
@@ -49,7 +63,7 @@ class CheckRun:
     check: str
     variant: str
     dtype: str
-    status: str                    # pass | fail | unsupported | error
+    status: str                    # a verdict (adamconf.verdicts)
     k: float = 0.0
     examples: int = 0
     worst_ratio: float = 0.0
@@ -72,8 +86,8 @@ class ClauseResult:
     page: str
     section: str
     text: str
-    check: str | None
-    status: dict[str, str]         # dtype (or "api") -> pass | fail | deviation | unsupported | uncovered | error
+    checks: list[str]              # the checks that cover it
+    status: dict[str, str]         # dtype (or "api") -> a verdict (adamconf.verdicts)
 
 
 @dataclass
@@ -86,13 +100,21 @@ class RunResult:
     checks: list[CheckRun]
     clauses: list[ClauseResult]
     seconds: float
-    versions: dict[str, str]
+    examples: int                  # the example budget per check
+    environment: dict[str, Any]    # adamconf, spec hash, python, platform, CPU, harness packages
+    backend_versions: dict[str, str]
     findings: list[dict[str, Any]] = field(default_factory=list)
     flushes_denormals: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def judged(self) -> int:
+        """How many clause cells were judged (pass, fail, error or known deviation)."""
+        return sum(1 for c in self.clauses for s in c.status.values() if s in JUDGED)
 
     @property
     def failed(self) -> bool:
-        return any(c.status in ("fail", "error") for c in self.checks)
+        return any(c.status in BAD for c in self.checks)
 
 
 class Acc:
@@ -110,78 +132,104 @@ class Acc:
             self.hist += np.histogram(r, bins=np.array(BINS[:-1] + (1e301,)))[0]
 
 
-def versions() -> dict[str, str]:
-    import gmpy2
-    import hypothesis
-    import mpmath
-    return {"python": platform.python_version(), "numpy": np.__version__, "mpmath": mpmath.__version__,
-            "gmpy2": gmpy2.version(), "hypothesis": hypothesis.__version__}
-
-
 class Runner:
     def __init__(self, spec: Spec, backend: Backend, backend_ref: str, *, profile: str = "ci",
                  seed: int | None = None, timeout: float = 10.0, out: Path | None = None,
-                 max_examples: int | None = None, log: Callable[[str], None] | None = None) -> None:
-        if profile not in PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
+                 max_examples: int | None = None, log: Callable[[str], None] | None = None,
+                 findings_files: Sequence[str | Path] = ()) -> None:
+        self.profile = profiles.profile_name(profile).removeprefix(profiles.PREFIX)
         self.spec, self.backend, self.backend_ref = spec, backend, backend_ref
-        self.profile, self.seed, self.timeout, self.out = profile, seed, timeout, out
+        self.seed, self.timeout, self.out = seed, timeout, out
         self.max_examples = max_examples
         self.log = log or (lambda s: None)
-        self.findings = findings_mod.for_backend(backend)
+        self.findings = findings_mod.for_backend(backend) + [f for p in findings_files for f in findings_mod.load(p)]
         findings_mod.validate(self.findings, spec.variants, list(CHECKS) + list(API_CHECKS), spec.clauses)
+        self._world: Any = None
+        self._world_error: str | None = None
+        self._world_built = False
 
-    def _settings(self) -> settings:
-        kw = dict(PROFILES[self.profile])
-        if self.max_examples:
-            kw["max_examples"] = self.max_examples
-        # No explain phase: it re-runs the failing case hundreds of times to annotate it,
-        # which the replay command makes unnecessary and which can take minutes.
-        phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
-        return settings(database=None, deadline=None, verbosity=Verbosity.quiet, report_multiple_bugs=False,
-                        suppress_health_check=list(HealthCheck), print_blob=False, phases=phases, **kw)
+    @property
+    def settings(self) -> Any:
+        return profiles.settings_for(self.profile, self.max_examples)
+
+    # -- the plan ---------------------------------------------------------------------
+
+    def plan(self, variants: Iterable[str], dtypes: Iterable[str], only: Iterable[str] | None = None) -> list[Cell]:
+        """Every cell of a run, in the order the CLI runs them: numeric, then API."""
+        only_set = set(only) if only else None
+        cells = []
+        variants, dtypes = list(variants), list(dtypes)
+        for vid in variants:
+            variant, clauses = self.spec.variant(vid), self.spec.clauses_for(vid)
+            for dtype in dtypes:
+                cells += [Cell(vid, dtype, c.name) for c in CHECKS.values()
+                          if (not only_set or c.name in only_set) and binds(c, clauses) and c.applies_to(variant, dtype)]
+        for vid in variants:
+            clauses = self.spec.clauses_for(vid)
+            cells += [Cell(vid, API, c.name) for c in API_CHECKS.values()
+                      if (not only_set or c.name in only_set) and c.applies_to(clauses)]
+        return cells
+
+    def clauses_of(self, cell: Cell) -> list[str]:
+        """The clause ids a cell judges."""
+        covers = (API_CHECKS[cell.check] if cell.dtype == API else CHECKS[cell.check]).covers
+        return [c.id for c in self.spec.clauses_for(cell.variant) if c.id.partition(".")[2] in covers]
+
+    def run_cell(self, cell: Cell) -> CheckRun:
+        """One planned cell, judged, with the findings applied."""
+        if cell.dtype == API:
+            run = self._run_api(cell)
+        else:
+            run = self.run_check(CHECKS[cell.check], self.spec.variant(cell.variant), cell.dtype)
+        return self.apply_findings(run)
 
     def run(self, variants: Iterable[str], dtypes: Iterable[str], only: Iterable[str] | None = None,
             fail_fast: bool = False) -> RunResult:
         t0 = time.perf_counter()
         variants, dtypes = list(variants), list(dtypes)
-        only_set = set(only) if only else None
+        cells = self.plan(variants, dtypes, only)
         runs: list[CheckRun] = []
-        for vid in variants:
-            variant = self.spec.variant(vid)
-            for dtype in dtypes:
-                for chk in CHECKS.values():
-                    if only_set and chk.name not in only_set:
-                        continue
-                    if not chk.applies_to(variant, dtype):
-                        continue
-                    run = self.apply_findings(self.run_check(chk, variant, dtype))
-                    self.log(f"{run.status:11s} {vid:13s} {dtype:8s} {chk.name:16s} worst {run.worst_ratio:8.3g} u*S"
-                             f"  ({run.examples} examples, {run.seconds:.1f}s)")
-                    runs.append(run)
-                    if fail_fast and run.status in ("fail", "error"):
-                        break
-                if fail_fast and runs and runs[-1].status in ("fail", "error"):
-                    break
-            if fail_fast and runs and runs[-1].status in ("fail", "error"):
+        for i, cell in enumerate(cells, 1):
+            run = self.run_cell(cell)
+            runs.append(run)
+            self.log(progress_line(i, len(cells), run, time.perf_counter() - t0))
+            if fail_fast and run.status in BAD:
                 break
-        world = self.api
-        if world is not None and not (fail_fast and runs and runs[-1].status in ("fail", "error")):
-            for vid in variants:
-                for arun in run_api_checks(world, self.spec, vid, only_set, self.timeout):
-                    arun = self.apply_findings(arun)
-                    self.log(f"{arun.status:11s} {vid:13s} {'api':8s} {arun.check:16s} {arun.message[:90]}")
-                    runs.append(arun)
-        clauses = self.attribute(variants, dtypes, runs)
-        return RunResult(getattr(self.backend, "name", self.backend_ref), self.profile, self.seed, variants, dtypes,
-                         runs, clauses, time.perf_counter() - t0, versions(), self.finding_records(runs),
-                         sorted(getattr(self.backend, "flushes_denormals", ())))
+        return self.result(variants, dtypes, runs, time.perf_counter() - t0)
 
-    @property
-    def api(self) -> Any:
-        """The backend's object-level API world, if it offers one (see adamconf.api)."""
-        world = getattr(self.backend, "api", None)
-        return world() if callable(world) else world
+    def result(self, variants: list[str], dtypes: list[str], runs: list[CheckRun], seconds: float,
+               interrupted: bool = False) -> RunResult:
+        """The run's record: verdicts per check and per clause, stamped with what was tested."""
+        return RunResult(getattr(self.backend, "name", self.backend_ref), self.profile, self.seed, variants, dtypes,
+                         runs, self.attribute(variants, dtypes, runs), seconds,
+                         profiles.budget(self.profile, self.max_examples), stamp.environment(),
+                         stamp.backend_versions(self.backend), self.finding_records(runs),
+                         sorted(getattr(self.backend, "flushes_denormals", ())), interrupted)
+
+    # -- API cells ----------------------------------------------------------------------
+
+    def world(self) -> Any:
+        """The backend's object-level API world (adamconf.api), built once; None if it has none."""
+        if not self._world_built:
+            self._world_built = True
+            hook = getattr(self.backend, "api", None)
+            try:
+                self._world = hook() if callable(hook) else hook
+            except Exception as e:  # noqa: BLE001 - a broken hook is a verdict, not a crash
+                self._world_error = f"the backend's api() raised {type(e).__name__}: {e}"
+        return self._world
+
+    def _run_api(self, cell: Cell) -> CheckRun:
+        t0 = time.perf_counter()
+        world = self.world()
+        if world is None:
+            ids = self.clauses_of(cell)
+            status = ERROR if self._world_error else UNSUPPORTED
+            msg = self._world_error or f"{getattr(self.backend, 'name', self.backend_ref)} offers no API world (api)"
+            return CheckRun(cell.check, cell.variant, API, status, message=msg, clause_status={c: status for c in ids})
+        run = run_api_check(world, self.spec, cell.variant, API_CHECKS[cell.check], self.timeout)
+        run.seconds = time.perf_counter() - t0
+        return run
 
     def apply_findings(self, run: CheckRun) -> CheckRun:
         """A failure a finding explains becomes a deviation; a strict finding that no
@@ -193,11 +241,11 @@ class Runner:
         if run.clause_status:
             return self._apply_to_clauses(run, found)
         f = found[0]
-        if run.status == "fail":
-            run.status, run.finding = "deviation", f.id
+        if run.status == FAIL:
+            run.status, run.finding = KNOWN, f.id
             run.message = f"known deviation {f.id}: {f.summary} Observed: {run.message}"
-        elif run.status == "pass" and f.strict:
-            run.status, run.finding = "fail", f.id
+        elif run.status == PASS and f.strict:
+            run.status, run.finding = FAIL, f.id
             run.message = self._stale(f)
         return run
 
@@ -210,16 +258,15 @@ class Runner:
         for f in found:
             for cid in (f.clauses or tuple(run.clause_status)):
                 st = run.clause_status.get(cid)
-                if st == "fail":
-                    run.clause_status[cid], run.finding = "deviation", f.id
-                elif st == "pass" and f.strict:
-                    run.clause_status[cid] = "fail"
+                if st == FAIL:
+                    run.clause_status[cid], run.finding = KNOWN, f.id
+                elif st == PASS and f.strict:
+                    run.clause_status[cid] = FAIL
                     notes.append(f"{cid}: {self._stale(f)}")
-        values = set(run.clause_status.values())
-        run.status = next((s for s in ("error", "fail", "deviation") if s in values), run.status)
+        run.status = combine(run.clause_status.values())
         if notes:
             run.message = "; ".join([run.message] + notes if run.message else notes)
-        if run.status == "deviation":
+        if run.status == KNOWN:
             ids = sorted({f.id for f in found})
             run.message = f"known deviations {', '.join(ids)}. Observed: {run.message}"
         return run
@@ -228,8 +275,8 @@ class Runner:
         out = []
         for f in self.findings:
             hit = [f"{r.variant}/{r.dtype}/{r.check}" for r in runs
-                   if (r.finding == f.id and r.status == "deviation")
-                   or any(c in r.clause_status and r.clause_status[c] == "deviation" for c in f.clauses)]
+                   if (r.finding == f.id and r.status == KNOWN)
+                   or any(r.clause_status.get(c) == KNOWN for c in f.clauses)]
             out.append({"id": f.id, "variants": list(f.variants), "checks": list(f.checks), "dtypes": list(f.dtypes),
                         "clauses": list(f.clauses), "summary": f.summary, "evidence": f.evidence,
                         "strict": f.strict, "observed_in": hit})
@@ -237,10 +284,14 @@ class Runner:
 
     def run_check(self, chk: Check, variant: Variant, dtype: str) -> CheckRun:
         t0 = time.perf_counter()
-        k = self.spec.tolerances[chk.family].k if chk.family in self.spec.tolerances else 8.0
-        reason = unsupported_reason(self.backend, variant.id, dtype, chk.features)
+        k = self.spec.tolerances[chk.family].k
+        try:
+            reason = unsupported_reason(self.backend, variant.id, dtype, chk.features)
+        except Exception as e:  # noqa: BLE001 - a broken hook is a verdict, not a crash
+            return CheckRun(chk.name, variant.id, dtype, ERROR, k,
+                            message=f"the backend's unsupported() raised {type(e).__name__}: {e}")
         if reason:
-            return CheckRun(chk.name, variant.id, dtype, "unsupported", k, message=reason)
+            return CheckRun(chk.name, variant.id, dtype, UNSUPPORTED, k, message=str(reason))
         acc = Acc()
         hung: list[CaseFailed] = []
 
@@ -272,22 +323,26 @@ class Runner:
             else:
                 one(drawn)
 
-        test = self._settings()(given(chk.strategy(variant, dtype))(body))
+        test = self.settings(given(chk.strategy(variant, dtype))(body))
         if self.seed is not None:
             test = hyp_seed(self.seed)(test)
-        run = CheckRun(chk.name, variant.id, dtype, "pass", k)
+        run = CheckRun(chk.name, variant.id, dtype, PASS, k)
         try:
-            test()
+            with profiles.fixed_constants():
+                test()
         except CaseFailed as e:
-            run.status, run.message = "fail", e.outcome.message
+            run.status, run.message = FAIL, e.outcome.message
             self._record_failure(run, chk, e.inp)
         except Unsatisfiable:
-            run.status, run.message = "error", "no valid scenario could be generated for this cell"
+            run.status, run.message = ERROR, "no valid scenario could be generated for this cell"
         except Flaky as e:
-            run.status, run.message = "fail", f"the backend is not deterministic: the same input failed once and passed later ({type(e).__name__})"
+            run.status, run.message = FAIL, ("the backend is not deterministic: the same input failed once and "
+                                             f"passed later ({type(e).__name__})")
         except Exception as e:  # noqa: BLE001 - a harness-side error is reported, the run goes on
-            run.status, run.message = "error", f"{type(e).__name__}: {e}"
+            run.status, run.message = ERROR, f"{type(e).__name__}: {e}"
         run.examples, run.worst_ratio, run.ill = acc.n, acc.worst, acc.ill
+        if run.status == PASS and acc.n == 0:
+            run.status, run.message = ERROR, "no example reached the backend: nothing was judged"
         run.histogram = acc.hist.tolist()
         run.seconds = time.perf_counter() - t0
         return run
@@ -297,35 +352,49 @@ class Runner:
         if self.out is None:
             return
         path = self.out / "cases" / f"{run.variant}__{run.dtype}__{chk.name}.json"
-        clause = next((c.id for c in self.spec.clauses_for(run.variant) if check_for(c) is chk), "")
+        clause = next(iter(self.clauses_of(Cell(run.variant, run.dtype, chk.name))), "")
         cases.save(path, inp, clause, chk.name)
         run.case = str(path)
-        run.replay = f"adamconf replay {path} --backend {self.backend_ref}"
+        run.replay = f"adamconf replay {shlex.quote(str(path))} --backend {shlex.quote(self.backend_ref)}"
 
     def attribute(self, variants: list[str], dtypes: list[str], runs: list[CheckRun]) -> list[ClauseResult]:
-        """Each clause takes the verdict of the check that covers it: per dtype for the
-        numeric checks, one "api" cell for the object-level checks."""
+        """Each clause takes the verdicts of the checks that cover it: per dtype for the
+        numeric checks (`not applicable` where none binds the dtype), one "api" cell for
+        the object-level checks."""
         by = {(r.variant, r.dtype, r.check): r for r in runs}
         out = []
         for vid in variants:
+            variant = self.spec.variant(vid)
             for c in self.spec.clauses_for(vid):
-                chk = check_for(c)
+                chks = checks_for(c)
                 status = {}
-                if chk is not None:
+                if chks:
                     for d in dtypes:
-                        r = by.get((vid, d, chk.name))
-                        status[d] = r.status if r else "uncovered"
-                    name = chk.name
+                        bound = [k for k in chks if k.applies_to(variant, d)]
+                        got = [by[(vid, d, k.name)].status for k in bound if (vid, d, k.name) in by]
+                        status[d] = combine(got) if got else (UNCOVERED if bound else NOT_APPLICABLE)
+                    names = [k.name for k in chks]
                 else:
                     achk = api_check_for(c)
-                    name = achk.name if achk else None
-                    r = by.get((vid, "api", name)) if achk else None
-                    status["api"] = _clause_status(r, c.id) if r else "uncovered"
-                out.append(ClauseResult(c.id, vid, c.kind, c.page, c.section, c.text, name, status))
+                    names = [achk.name] if achk else []
+                    r = by.get((vid, API, achk.name)) if achk else None
+                    status[API] = r.clause_status.get(c.id, r.status) if r else UNCOVERED
+                out.append(ClauseResult(c.id, vid, c.kind, c.page, c.section, c.text, names, status))
         return out
 
 
-SCHEMA = "adamconf-results/1"
+def progress_line(i: int, n: int, run: CheckRun, elapsed: float) -> str:
+    """`[i/N] verdict cell worst ratio, elapsed and an estimate of what remains`."""
+    left = elapsed / i * (n - i)
+    what = (f"worst {run.worst_ratio:8.3g} u*S ({run.examples} examples, {run.seconds:.1f}s)" if run.dtype != API
+            else run.message[:70])
+    return (f"[{i:{len(str(n))}d}/{n}] {run.status:15s} {run.variant:13s} {run.dtype:8s} {run.check:16s} {what}"
+            f"  {_clock(elapsed)} elapsed, ~{_clock(left)} left")
+
+
+def _clock(s: float) -> str:
+    m, s = divmod(int(s + 0.5), 60)
+    return f"{m}:{s:02d}"
 
 
 def as_dict(run: RunResult) -> dict[str, Any]:
@@ -343,8 +412,9 @@ def as_dict(run: RunResult) -> dict[str, Any]:
 
     d = {
         "schema": SCHEMA, "backend": run.backend, "profile": run.profile, "seed": run.seed,
-        "variants": run.variants, "dtypes": run.dtypes, "seconds": round(run.seconds, 3),
-        "versions": run.versions, "bins": [str(b) for b in BINS],
+        "examples": run.examples, "variants": run.variants, "dtypes": run.dtypes, "seconds": round(run.seconds, 3),
+        "environment": run.environment, "backend_versions": run.backend_versions,
+        "interrupted": run.interrupted, "verdicts": list(VERDICTS), "bins": [str(b) for b in BINS],
         "checks": [dataclasses.asdict(c) for c in run.checks],
         "clauses": [dataclasses.asdict(c) for c in run.clauses],
         "findings": run.findings, "flushes_denormals": run.flushes_denormals,
@@ -353,17 +423,11 @@ def as_dict(run: RunResult) -> dict[str, Any]:
     return clean(d)
 
 
-def _clause_status(run: CheckRun, clause: str) -> str:
-    """An API check judges each clause on its own (see adamconf.api_checks)."""
-    return run.clause_status.get(clause, run.status)
-
-
-def summary(run: RunResult) -> dict[str, Any]:
-    """Clause-cell counts per variant: pass, fail, deviation, unsupported, uncovered, error."""
-    out: dict[str, Any] = {}
+def summary(run: RunResult) -> dict[str, dict[str, int]]:
+    """Clause-cell counts per variant, one count per verdict."""
+    out: dict[str, dict[str, int]] = {}
     for c in run.clauses:
-        row = out.setdefault(c.variant, {"pass": 0, "fail": 0, "deviation": 0, "unsupported": 0, "uncovered": 0,
-                                         "error": 0})
+        row = out.setdefault(c.variant, dict.fromkeys(VERDICTS, 0))
         for st in c.status.values():
-            row[st] = row.get(st, 0) + 1
+            row[st] += 1
     return out

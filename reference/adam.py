@@ -159,7 +159,7 @@ def step(variant: Variant, dtype: str, hyper: Hyper, state: AdamState | ExactSta
     """One exact Adam step of `variant` from `state` with `grads` (see module doc).
     `flush`: the dtypes whose operations flush subnormal inputs and results to zero
     (TF1's float32 beta powers follow "float32" whatever the parameter dtype)."""
-    with gmpy2.local_context(gmpy2.context(), precision=precision), np.errstate(all="ignore"):
+    with gmpy2.context(precision=precision), np.errstate(all="ignore"):
         ex = state if isinstance(state, ExactState) else _exact_state(state, dtype, flush)
         return _step(variant, dtype, hyper, ex, list(grads), mode, flush)
 
@@ -169,7 +169,7 @@ def trajectory(variant: Variant, dtype: str, hyper: Hyper, state: AdamState,
                precision: int = DEFAULT_PRECISION) -> list[StepResult]:
     """Exact multi-step run: each step starts from the previous exact state."""
     out: list[StepResult] = []
-    with gmpy2.local_context(gmpy2.context(), precision=precision), np.errstate(all="ignore"):
+    with gmpy2.context(precision=precision), np.errstate(all="ignore"):
         ex = _exact_state(state, dtype, flush)
         for grads in grads_seq:
             res = _step(variant, dtype, hyper, ex, list(grads), mode, flush)

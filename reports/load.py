@@ -5,8 +5,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "adamconf-results/1"
-REQUIRED = ("backend", "profile", "variants", "dtypes", "checks", "clauses", "summary")
+# The one home of the results format tag; bump it when a field changes meaning.
+SCHEMA = "adamconf-results/2"
+REQUIRED = ("backend", "profile", "examples", "environment", "variants", "dtypes", "checks", "clauses", "summary")
 
 
 class ReportError(ValueError):

@@ -21,7 +21,7 @@ def _findings(res: dict[str, Any]) -> list[str]:
                 f"- variants: {', '.join(f['variants'])}; checks: {', '.join(f['checks'])}"
                 + (f"; clauses: {', '.join(f['clauses'])}" if f.get("clauses") else ""),
                 f"- observed in: {seen}", f"- evidence: {f['evidence']}", ""]
-    devs = [c for c in res["checks"] if c["status"] == "deviation"]
+    devs = [c for c in res["checks"] if c["status"] == "known deviation"]
     if devs:
         out += ["| variant | dtype | check | observed |", "|---|---|---|---|"]
         out += [f"| {c['variant']} | {c['dtype']} | {c['check']} | {c['message'].split('Observed: ', 1)[-1][:200]} |"
@@ -29,16 +29,26 @@ def _findings(res: dict[str, Any]) -> list[str]:
     return out
 
 
+def _stamp(res: dict[str, Any]) -> list[str]:
+    """What was tested: versions, spec hash, machine, profile and budget."""
+    env = res.get("environment", {})
+    pk = dict(env.get("packages", {}), **res.get("backend_versions", {}))
+    return [f"adamconf {env.get('adamconf', '?')}, spec {env.get('spec_hash', '?')[:19]}, "
+            f"profile `{res['profile']}`" + (f", seed {res['seed']}" if res.get("seed") is not None else "")
+            + f", {res.get('examples', '?')} examples per check, {res['seconds']:.1f} s"
+            + (" (interrupted)" if res.get("interrupted") else ""), "",
+            f"Python {env.get('python', '?')} on {env.get('platform', '?')}, CPU {env.get('cpu', '?')}; "
+            + ", ".join(f"{k} {v}" for k, v in pk.items())]
+
+
 def render(res: dict[str, Any]) -> str:
-    lines = [f"# adamconf conformance: backend `{res['backend']}`", "",
-             f"profile `{res['profile']}`" + (f", seed {res['seed']}" if res.get("seed") is not None else "")
-             + f", {res['seconds']:.1f} s; " + ", ".join(f"{k} {v}" for k, v in res.get("versions", {}).items()), "",
+    verdicts = res.get("verdicts") or ["pass", "fail", "error", "known deviation", "unsupported", "not applicable",
+                                       "uncovered"]
+    lines = [f"# adamconf conformance: backend `{res['backend']}`", "", *_stamp(res), "",
              "## Clauses by variant (clause x dtype cells; an API clause is one cell)", "",
-             "| variant | pass | fail | error | known deviation | unsupported | uncovered |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| variant | " + " | ".join(verdicts) + " |", "|---|" + "---:|" * len(verdicts)]
     for vid, row in res["summary"].items():
-        lines.append(f"| {vid} | {row.get('pass', 0)} | {row.get('fail', 0)} | {row.get('error', 0)} | "
-                     f"{row.get('deviation', 0)} | {row.get('unsupported', 0)} | {row.get('uncovered', 0)} |")
+        lines.append(f"| {vid} | " + " | ".join(str(row.get(v, 0)) for v in verdicts) + " |")
     if res.get("flushes_denormals"):
         lines += ["", f"The backend declares flush-to-zero arithmetic in {', '.join(res['flushes_denormals'])}: "
                   "there each operation may lose up to the smallest normal number."]
@@ -51,7 +61,7 @@ def render(res: dict[str, Any]) -> str:
     if fails:
         lines += ["", "## Failures", ""]
         for c in fails:
-            clauses = [x["clause"] for x in res["clauses"] if x["variant"] == c["variant"] and x["check"] == c["check"]]
+            clauses = [x["clause"] for x in res["clauses"] if x["variant"] == c["variant"] and c["check"] in x["checks"]]
             lines += [f"### {c['variant']} / {c['dtype']} / {c['check']}", "",
                       f"clauses: {', '.join(clauses) or '-'}", "", f"{c['message']}", ""]
             if c.get("example"):

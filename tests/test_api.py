@@ -138,8 +138,8 @@ evidence = "planted"
 ''')
     res = _api_runs(b, ["keras-legacy"])
     status = {c.clause: c.status.get("api") for c in res.clauses}
-    assert status["keras-legacy.default.epsilon"] == "deviation"
-    assert next(c for c in res.checks if c.check == "api-defaults").status == "deviation"
+    assert status["keras-legacy.default.epsilon"] == "known deviation"
+    assert next(c for c in res.checks if c.check == "api-defaults").status == "known deviation"
     assert res.findings[0]["observed_in"] == ["keras-legacy/api/api-defaults"]
 
 
@@ -179,7 +179,7 @@ def test_bad_findings_files_are_refused_with_a_clear_message(tmp_path, text, nee
         r = subprocess.run([sys.executable, "-m", "adamconf", "check", "--backend", "fb:B", "--variant", "tf1",
                             "--dtype", "float32", "--check", "fresh", "--out", str(tmp_path / "o")],
                            cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": f"{tmp_path}:{ROOT}"})
-        assert r.returncode == 2 and "findings file is invalid" in r.stderr, r.stderr
+        assert r.returncode == 2 and "a findings file is invalid" in r.stderr, r.stderr
 
 
 def test_tensorflow_findings_file_is_valid():
