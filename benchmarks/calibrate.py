@@ -23,13 +23,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adamconf.checks import CHECKS  # noqa: E402
-from adamconf.runner import Runner  # noqa: E402
 from adamconf.reference import AdamState, Hyper, step  # noqa: E402
 from adamconf.reference.bound import compare  # noqa: E402
 from adamconf.reference.state import np_dtype  # noqa: E402
 from adamconf.reference.tracked import fmt  # noqa: E402
+from adamconf.runner import Runner  # noqa: E402
 from adamconf.spec import load_spec  # noqa: E402
+
 from tests.corpus.op_orders import CORRECT  # noqa: E402
 from tests.corpus.planted_bugs import BUGS  # noqa: E402
 

@@ -25,7 +25,8 @@ A variant the world does not list is reported as unsupported for every API claus
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Protocol, runtime_checkable
+from collections.abc import Callable, Collection
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 

@@ -9,14 +9,13 @@ variant's arguments and defaults, `lr_alias`, `unknown_kwarg_error`,
 """
 from __future__ import annotations
 
-import math
 import traceback
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
-
 from adamconf.spec.model import Clause, Spec, Variant
 
 # The clause suffix of each default clause and the canonical arguments it speaks of.
@@ -135,7 +134,7 @@ def check_defaults(world: Any, out: Verdicts) -> None:
             out.skip(sfx, f"the spec lists none of {', '.join(canon)} for {v.id}")
             continue
         bad = []
-        for c, a in known:
+        for _, a in known:
             if a.name not in actual:
                 bad.append(f"{a.name} is not an argument (documented default {a.default!r})")
             elif not _same(actual[a.name], a.default):

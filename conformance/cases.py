@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad, StepInput, dtype_name, np_dtype
 
 FORMAT = "adamconf-case/1"

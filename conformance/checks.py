@@ -8,15 +8,14 @@ uncovered.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
-from hypothesis import strategies as st
-
 from adamconf import strategies as S
 from adamconf.reference.state import AdamState, Hyper, StepInput, np_dtype
 from adamconf.spec.model import Clause, Variant
+from hypothesis import strategies as st
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
 from adamconf.protocol import Backend
 from adamconf.reference import adam as ref
 from adamconf.reference.bound import Verdict, compare

@@ -20,9 +20,10 @@ narrow the finding, so the file cannot silently go out of date.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 
 class FindingsError(ValueError):

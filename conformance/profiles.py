@@ -13,8 +13,9 @@ constant pool to hypothesis's built-in one while a check runs.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, settings
 

@@ -26,7 +26,8 @@ re-sync the reference to the backend's own state each step.
 """
 from __future__ import annotations
 
-from typing import Any, Collection, Protocol, Sequence, runtime_checkable
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from adamconf.reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad  # re-exported for backend authors
 

@@ -11,15 +11,12 @@ from __future__ import annotations
 import math
 import shlex
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
-from hypothesis import given, reject
-from hypothesis import seed as hyp_seed
-from hypothesis.errors import Flaky, Unsatisfiable
-
 from adamconf import cases, profiles, stamp
 from adamconf import findings as findings_mod
 from adamconf.api_checks import API_CHECKS, api_check_for, run_api_check
@@ -29,8 +26,22 @@ from adamconf.protocol import Backend, unsupported_reason
 from adamconf.reference.state import StepInput
 from adamconf.reports.load import SCHEMA
 from adamconf.spec.model import Spec, Variant
-from adamconf.verdicts import (BAD, ERROR, FAIL, JUDGED, KNOWN, NOT_APPLICABLE, PASS, UNCOVERED, UNSUPPORTED,
-                               VERDICTS, combine)
+from adamconf.verdicts import (
+    BAD,
+    ERROR,
+    FAIL,
+    JUDGED,
+    KNOWN,
+    NOT_APPLICABLE,
+    PASS,
+    UNCOVERED,
+    UNSUPPORTED,
+    VERDICTS,
+    combine,
+)
+from hypothesis import given, reject
+from hypothesis import seed as hyp_seed
+from hypothesis.errors import Flaky, Unsatisfiable
 
 PROFILES = profiles.PROFILES
 BINS = (0.0, 0.01, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import strategies as st
-
 from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad, StepInput, np_dtype
 from adamconf.reference.tracked import fmt
 from adamconf.spec.model import Variant
+from hypothesis import strategies as st
 
 
 def _cast(x: float, dtype: str) -> float:
@@ -141,7 +140,7 @@ def scenarios(draw, variant: Variant, dtype: str, features: frozenset[str] = fro
         p1, p2 = _accumulated(b1, state.iterations + 1), _accumulated(b2, state.iterations + 1)
         state.beta1_power, state.beta2_power = p1, p2
     grads = []
-    for i, (p, s) in enumerate(zip(params, shp)):
+    for _, s in zip(params, shp):
         if allow_none and k > 1 and draw(st.booleans()) and any(g is not None for g in grads):
             grads.append(None)
             continue

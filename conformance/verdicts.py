@@ -13,7 +13,7 @@ judged is `fail` or `error`.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 PASS, FAIL, ERROR, KNOWN = "pass", "fail", "error", "known deviation"
 UNSUPPORTED, NOT_APPLICABLE, UNCOVERED = "unsupported", "not applicable", "uncovered"

@@ -17,15 +17,26 @@ computed exactly from those inputs and carry the roundings a backend spends on t
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Collection, Sequence
 
 import gmpy2
 import numpy as np
-
-from adamconf.spec.model import Variant
 from adamconf.reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype, present_fields
-from adamconf.reference.tracked import Arith, Format, Tracked, const, daz_scale, decimal_of, exact, fmt, from_array, mp, to_float64
+from adamconf.reference.tracked import (
+    Arith,
+    Format,
+    Tracked,
+    const,
+    daz_scale,
+    decimal_of,
+    exact,
+    fmt,
+    from_array,
+    mp,
+    to_float64,
+)
+from adamconf.spec.model import Variant
 
 DEFAULT_PRECISION = 113
 MODES = ("rounded", "decimal")
@@ -49,7 +60,7 @@ class ExactState:
     beta2_power: Tracked | None = None
 
     @classmethod
-    def from_state(cls, st: AdamState, daz: Format | None = None, daz32: bool = False) -> "ExactState":
+    def from_state(cls, st: AdamState, daz: Format | None = None, daz32: bool = False) -> ExactState:
         """With `daz`, subnormal inputs of that format may be read as 0 (flush mode);
         with `daz32`, the float32 beta powers likewise."""
         conv = lambda xs: None if xs is None else [from_array(x, daz) for x in xs]  # noqa: E731
@@ -398,7 +409,9 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
         av = st.ema[i] if st.ema is not None else None
         if g is None:  # no gradient: the variable and its slots stay; its EMA still moves
             av2 = A.lerp(av, p, one_minus_mu, mu) if mu is not None else av
-            out.params.append(av2 if overwrite else p); out.m.append(m); out.v.append(v)
+            out.params.append(av2 if overwrite else p)
+            out.m.append(m)
+            out.v.append(v)
             if vh is not None:
                 out.vhat.append(vh)
             if av is not None:
@@ -433,7 +446,9 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
             av2 = A.lerp(av, p2_, one_minus_mu, mu)
             if overwrite:
                 p2_ = av2
-        out.params.append(p2_); out.m.append(m2); out.v.append(v2)
+        out.params.append(p2_)
+        out.m.append(m2)
+        out.v.append(v2)
         if out.vhat is not None:
             out.vhat.append(vh2 if vh2 is not None else vh)
         if out.ema is not None:

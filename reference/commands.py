@@ -11,7 +11,6 @@ import sys
 from typing import Any
 
 import numpy as np
-
 from adamconf.reference.adam import ReferenceError, trajectory
 from adamconf.reference.state import AdamState, Hyper, np_dtype
 
@@ -51,8 +50,7 @@ def _inputs(args: argparse.Namespace) -> tuple[np.ndarray, list[np.ndarray], np.
         if missing:
             raise ReferenceError(f"{args.npz} lacks array(s) {', '.join(missing)}; it needs param and grad")
         param, grad = data["param"], data["grad"]
-        m = data["m"] if "m" in data else None
-        v = data["v"] if "v" in data else None
+        m, v = data.get("m"), data.get("v")
     else:
         if not args.param or not args.grad:
             raise ReferenceError("give --param and --grad (repeat them for arrays), or --npz FILE")

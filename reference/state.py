@@ -8,8 +8,9 @@ sides see literally the same numbers.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,7 @@ class Schedule:
 class Hyper:
     """Hyperparameters of a run, by canonical name, as the user wrote them."""
 
-    learning_rate: Union[float, Schedule] = 0.001
+    learning_rate: float | Schedule = 0.001
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-7
@@ -102,7 +103,7 @@ class Hyper:
     adaptive_epsilon: bool = False
     eps_root: float = 0.0
 
-    def replace(self, **kw) -> "Hyper":
+    def replace(self, **kw) -> Hyper:
         return dataclasses.replace(self, **kw)
 
     def features(self) -> frozenset[str]:
@@ -143,7 +144,7 @@ class SparseGrad:
         return out
 
 
-Grad = Union[np.ndarray, SparseGrad, None]
+Grad = np.ndarray | SparseGrad | None
 
 
 def present_fields(state: Any) -> dict[str, list]:
@@ -179,7 +180,7 @@ class AdamState:
 
     @classmethod
     def zeros_like(cls, params: Sequence[np.ndarray], *, amsgrad: bool = False,
-                   ema: bool = False, beta_powers: tuple[float, float] | None = None) -> "AdamState":
+                   ema: bool = False, beta_powers: tuple[float, float] | None = None) -> AdamState:
         """A fresh state: m = v = 0, iterations = 0, as every page initialises it."""
         z = [np.zeros_like(p) for p in params]
         return cls(
@@ -191,7 +192,7 @@ class AdamState:
             beta2_power=None if beta_powers is None else beta_powers[1],
         )
 
-    def copy(self) -> "AdamState":
+    def copy(self) -> AdamState:
         cp = lambda xs: None if xs is None else [np.array(x, copy=True) for x in xs]  # noqa: E731
         return AdamState(cp(self.params), cp(self.m), cp(self.v), self.iterations,
                          cp(self.vhat), self.beta1_power, self.beta2_power, cp(self.ema))

@@ -246,10 +246,7 @@ class Arith:
         ops = (p.f, alpha.f, num.f, den.f)
         margin = self._ovf(f, self._ovf(upd_f, np.minimum(np.minimum(p.margin, q.margin), alpha.margin), *ops), *ops)
         margin = self._ovf(alpha.f * num.f, margin, *ops)   # the order (alpha * num) / den overflows first
-        if isinstance(q.x, np.ndarray):
-            x = _fma(-mp(alpha), q.x, p.x)
-        else:
-            x = p.x - mp(alpha) * q.x
+        x = _fma(-mp(alpha), q.x, p.x) if isinstance(q.x, np.ndarray) else p.x - mp(alpha) * q.x
         return Tracked(x, f, s, margin)
 
     def maximum(self, a: Tracked, b: Tracked) -> Tracked:

@@ -103,7 +103,7 @@ class Variant:
     power_dtype: str = ""       # HYPER_DTYPES: where the beta that beta**t is formed from is held ("" = hyper_dtype)
     aux_dtype: str = "param"    # HYPER_DTYPES: where decay and weight_decay are held
     ema_one_minus: str = "in-dtype"  # ONE_MINUS_BETA: how 1 - ema_momentum is formed
-    sparse_clip: str = "summed"      # SPARSE_CLIP: clipping sees raw slices or duplicates summed  # **kwargs the constructor accepts besides arguments
+    sparse_clip: str = "summed"      # SPARSE_CLIP: clipping sees raw slices or duplicates summed
 
     def argument(self, canonical: str) -> Argument | None:
         """The argument with this canonical name, or None when the API lacks it."""

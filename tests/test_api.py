@@ -3,14 +3,11 @@ it covers, each planted API bug fails its own clause, and findings files are dat
 turn known failures into reported deviations and go stale loudly."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-
 from adamconf.api import validate_world
 from adamconf.api_checks import API_CHECKS, api_check_for
 from adamconf.backends.numpy_api import KerasLikeAdam, NumpyApi
@@ -104,8 +101,6 @@ def _respelled(v, **kw):
 def test_planted_api_bug_fails_its_clause(name):
     variant, clause, patch = PLANTED[name]
     if name == "clip-attribute-missing":
-        base = KerasLikeAdam(variant)
-
         def patch(base_):  # noqa: F811 - clipnorm forgotten after construction
             def __init__(self, **kw):
                 base_.__init__(self, **kw)
@@ -184,7 +179,7 @@ def test_bad_findings_files_are_refused_with_a_clear_message(tmp_path, text, nee
 
 def test_tensorflow_findings_file_is_valid():
     fs = load(ROOT / "conformance/backends/tensorflow_findings.toml")
-    from adamconf.findings import validate
     from adamconf.checks import CHECKS
+    from adamconf.findings import validate
     validate(fs, SPEC.variants, list(CHECKS) + list(API_CHECKS), SPEC.clauses)
     assert all(f.summary and f.evidence for f in fs)

@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
 from adamconf.protocol import Backend, unsupported_reason, validate_backend  # noqa: E402
 from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad, np_dtype  # noqa: E402
 from adamconf.spec.model import FEATURES  # noqa: E402
+
 from tests.corpus import AREAS, BUGS, CORRECT, TextbookAdam  # noqa: E402
 from tests.corpus.textbook import TF1_VARIANTS, VARIANT_FEATURES  # noqa: E402
 
@@ -147,7 +148,7 @@ def _f64(x):
 
 def _ulp(scale, T):
     """The spacing of T at |scale| (element-wise, float64)."""
-    fi = np.finfo(T) if T != np_dtype("bfloat16") else None
+    fi = np.finfo(T) if np_dtype("bfloat16") != T else None
     big = float(fi.max) if fi is not None else 3.3e38
     s = np.minimum(np.abs(scale), big).astype(T)
     return np.abs(np.spacing(s).astype(np.float64)) if fi is not None else _bf16_spacing(s)

@@ -4,15 +4,13 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-import gmpy2
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from adamconf.reference import AdamState, Hyper, ReferenceError, SparseGrad, step, trajectory
 from adamconf.reference.bound import compare
 from adamconf.spec import load_spec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 SPEC = load_spec()
 dyadic = st.builds(lambda n, e: Fraction(n) * Fraction(2) ** e, st.integers(-2 ** 20, 2 ** 20), st.integers(-30, 10))
@@ -105,7 +103,8 @@ def test_sparse_duplicates_sum_and_every_row_moves():
     p = np.ones((3, 2))
     st_ = AdamState([p], [np.full((3, 2), 0.5)], [np.full((3, 2), 0.25)], iterations=4)
     sparse = SparseGrad(np.array([0, 0]), np.array([[0.5, 1.0], [0.25, -1.0]]), (3, 2))
-    dense = np.zeros((3, 2)); dense[0] = [0.75, 0.0]
+    dense = np.zeros((3, 2))
+    dense[0] = [0.75, 0.0]
     a = step(v, "float64", Hyper(), st_, [sparse])
     b = step(v, "float64", Hyper(), st_, [dense])
     for name in ("params", "m", "v"):

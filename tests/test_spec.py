@@ -11,9 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from adamconf.spec import Argument, Clause, Spec, SpecError, Tolerance, Variant, load_spec
-from adamconf.spec import commands, model
+from adamconf.spec import Argument, Clause, Spec, SpecError, Tolerance, Variant, commands, load_spec, model
 from adamconf.spec.loader import PACKAGE_ROOT, SEEDS
 
 ALL_VARIANTS = {"tf1", "tf1-compat", "keras-v2", "keras-legacy", "keras-dtensor", "keras3",

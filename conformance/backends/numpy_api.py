@@ -11,10 +11,10 @@ own gradient.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-
 from adamconf.backends.numpy_backend import NumpyBackend
 from adamconf.reference.state import AdamState, Hyper
 from adamconf.spec import load_spec
@@ -135,7 +135,7 @@ class _KerasAdam:
         return cfg
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "_KerasAdam":
+    def from_config(cls, config: dict[str, Any]) -> _KerasAdam:
         return cls(**dict(config))
 
     # state -----------------------------------------------------------------------------

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Collection, Sequence
+from typing import Any
 
 import numpy as np
-
 from adamconf.reference.state import DTYPES, AdamState, Hyper, Schedule, SparseGrad, np_dtype
 
 __all__ = ["NumpyBackend", "RULES", "VARIANTS", "VARIANT_FEATURES", "FEATURES", "Rules"]
@@ -761,7 +761,9 @@ class NumpyBackend:
             vh = None if vhs is None else vhs[i]
             if dense[i] is None and i not in sparse:            # no gradient: untouched
                 keep = (lambda x: x) if inplace else (lambda x: x.copy())
-                out_p.append(keep(p)); out_m.append(keep(m)); out_v.append(keep(v))
+                out_p.append(keep(p))
+                out_m.append(keep(m))
+                out_v.append(keep(v))
                 if out_vh is not None:
                     out_vh.append(keep(vh))
                 stepped.append(False)
@@ -782,10 +784,11 @@ class NumpyBackend:
                              po.reshape(-1), mo.reshape(-1), vo.reshape(-1),
                              vho.reshape(-1) if amsgrad else None, threads=threads,
                              gsq=flat(gsqs.get(i)))
-            if vh is not None and not amsgrad:                   # vhat carried along unchanged
-                if not inplace:
-                    np.copyto(vho, vh)
-            out_p.append(po); out_m.append(mo); out_v.append(vo)
+            if vh is not None and not amsgrad and not inplace:   # vhat carried along unchanged
+                np.copyto(vho, vh)
+            out_p.append(po)
+            out_m.append(mo)
+            out_v.append(vo)
             if out_vh is not None:
                 out_vh.append(vho)
             stepped.append(True)
@@ -813,10 +816,7 @@ class NumpyBackend:
             mu = np.asarray(0).astype(T)[()]          # Keras 3: momentum * (iterations != 0)
         else:
             mu = _cast(hyper.ema_momentum, "param", T)
-        if r.ema_one_minus == "in-dtype":
-            omm = one - mu
-        else:
-            omm = _cast(1.0 - hyper.ema_momentum, "param", T)
+        omm = one - mu if r.ema_one_minus == "in-dtype" else _cast(1.0 - hyper.ema_momentum, "param", T)
         freq = hyper.ema_overwrite_frequency
         overwrite = bool(freq) and (iterations + 1) % freq == 0
         for i, (avg, p) in enumerate(zip(emas, params)):

@@ -6,10 +6,10 @@ ships it in TF 2.21; checks call its own methods eagerly.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-
 from adamconf.backends.tensorflow_backend import _NEEDS, VARIANTS, _installed
 
 __all__ = ["TensorFlowApi"]

@@ -44,13 +44,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from pathlib import Path
 import warnings
 from collections import OrderedDict
-from typing import Any, Collection, Sequence
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-
 from adamconf.reference.state import DTYPES, AdamState, Hyper, Schedule, SparseGrad, np_dtype
 
 __all__ = ["TensorFlowBackend", "VARIANTS", "VARIANT_FEATURES", "FEATURES", "TF_MISSING"]
@@ -161,7 +161,7 @@ class _Entry:
     copies = 3  # arrays per parameter it holds (param, m, v, ...), for the cache budget
 
     def __init__(self, variant: str, dtype: str, hyper: Hyper, shapes: tuple[tuple[int, ...], ...],
-                 backend: "TensorFlowBackend") -> None:
+                 backend: TensorFlowBackend) -> None:
         self.variant, self.dtype, self.hyper, self.shapes = variant, dtype, hyper, shapes
         self.T = np_dtype(dtype)
         self.tdt = _tf_dtype(dtype)

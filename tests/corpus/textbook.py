@@ -21,11 +21,11 @@ The method order of one step (see `step`):
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-
 from adamconf.reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype
 
 # Which features each variant has (the spec's variant files say the same). keras-v2 and
