@@ -57,6 +57,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from adamconf import profiles
     from adamconf.findings import FindingsError
     from adamconf.loading import ConfigError, load_backend
     from adamconf.reports import junit, markdown
@@ -66,6 +67,9 @@ def run_check(args: argparse.Namespace) -> int:
     spec = load_spec()
     try:
         variants, dtypes, only = _selection(args, spec)
+        if args.seed is not None and profiles.settings_for(args.profile).derandomize:
+            raise ValueError(f"the {args.profile} profile is derandomized, so --seed has no effect: "
+                             "use it with --profile dev or thorough")
         backend = load_backend(args.backend)
         runner = Runner(spec, backend, args.backend, profile=args.profile, seed=args.seed, timeout=args.timeout,
                         out=Path(args.out), max_examples=args.max_examples, findings_files=args.findings,

@@ -150,8 +150,10 @@ class Runner:
                  findings_files: Sequence[str | Path] = ()) -> None:
         self.profile = profiles.profile_name(profile).removeprefix(profiles.PREFIX)
         self.spec, self.backend, self.backend_ref = spec, backend, backend_ref
-        self.seed, self.timeout, self.out = seed, timeout, out
         self.max_examples = max_examples
+        # a derandomized profile draws the same examples whatever the seed
+        self.seed = None if self.settings.derandomize else seed
+        self.timeout, self.out = timeout, out
         self.log = log or (lambda s: None)
         self.findings = findings_mod.for_backend(backend) + [f for p in findings_files for f in findings_mod.load(p)]
         findings_mod.validate(self.findings, spec.variants, list(CHECKS) + list(API_CHECKS), spec.clauses)

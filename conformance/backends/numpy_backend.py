@@ -616,6 +616,11 @@ class NumpyBackend:
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
 
+    def versions(self) -> dict[str, str]:
+        """The libraries this backend computes with (stamped into results.json)."""
+        import ml_dtypes
+        return {"numpy": np.__version__, "ml_dtypes": ml_dtypes.__version__}
+
     def api(self) -> Any:
         """The object-level API world: a Keras-like Adam built on this backend."""
         from adamconf.backends.numpy_api import NumpyApi

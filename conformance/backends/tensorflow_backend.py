@@ -476,6 +476,12 @@ class TensorFlowBackend:
         self._mesh_error: str | None = None
         self._warm: dict[tuple[str, str], str | None] = {}
 
+    def versions(self) -> dict[str, str]:
+        """TensorFlow and the Keras packages the adapters use (stamped into results.json)."""
+        from adamconf.stamp import package_version
+        got = {name: package_version(name) for name in ("tensorflow-cpu", "tensorflow", "keras", "tf-keras")}
+        return {name: v for name, v in got.items() if v != "not installed"}
+
     def api(self) -> Any:
         """The object-level API world (adamconf.api) of the same TensorFlow."""
         from adamconf.backends.tensorflow_api import TensorFlowApi
