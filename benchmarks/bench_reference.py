@@ -15,6 +15,7 @@ import time
 
 import mpmath
 import numpy as np
+
 from adamconf.reference import AdamState, Hyper, step
 from adamconf.spec import load_spec
 

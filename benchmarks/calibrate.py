@@ -29,7 +29,6 @@ from adamconf.reference.state import np_dtype  # noqa: E402
 from adamconf.reference.tracked import fmt  # noqa: E402
 from adamconf.runner import Runner  # noqa: E402
 from adamconf.spec import load_spec  # noqa: E402
-
 from tests.corpus.op_orders import CORRECT  # noqa: E402
 from tests.corpus.planted_bugs import BUGS  # noqa: E402
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from adamconf.spec.model import Clause, Spec, Variant
 
 # The clause suffix of each default clause and the canonical arguments it speaks of.

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad, StepInput, dtype_name, np_dtype
 
 FORMAT = "adamconf-case/1"

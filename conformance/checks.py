@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from hypothesis import strategies as st
+
 from adamconf import strategies as S
 from adamconf.reference.state import AdamState, Hyper, StepInput, np_dtype
 from adamconf.spec.model import Clause, Variant
-from hypothesis import strategies as st
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from adamconf.protocol import Backend
 from adamconf.reference import adam as ref
 from adamconf.reference.bound import Verdict, compare

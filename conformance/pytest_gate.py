@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+
 from adamconf.verdicts import BAD, KNOWN, PASS, UNSUPPORTED
 
 

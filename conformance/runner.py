@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hypothesis import given, reject
+from hypothesis import seed as hyp_seed
+from hypothesis.errors import Flaky, Unsatisfiable
+
 from adamconf import cases, profiles, stamp
 from adamconf import findings as findings_mod
 from adamconf.api_checks import API_CHECKS, api_check_for, run_api_check
@@ -39,9 +43,6 @@ from adamconf.verdicts import (
     VERDICTS,
     combine,
 )
-from hypothesis import given, reject
-from hypothesis import seed as hyp_seed
-from hypothesis.errors import Flaky, Unsatisfiable
 
 PROFILES = profiles.PROFILES
 BINS = (0.0, 0.01, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from hypothesis import strategies as st
+
 from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad, StepInput, np_dtype
 from adamconf.reference.tracked import fmt
 from adamconf.spec.model import Variant
-from hypothesis import strategies as st
 
 
 def _cast(x: float, dtype: str) -> float:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import gmpy2
 import numpy as np
+
 from adamconf.reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype, present_fields
 from adamconf.reference.tracked import (
     Arith,

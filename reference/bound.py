@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from adamconf.reference.adam import StepResult
 from adamconf.reference.state import AdamState, dtype_name, np_dtype
 from adamconf.reference.tracked import _ONE, fmt

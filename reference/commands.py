@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import numpy as np
+
 from adamconf.reference.adam import ReferenceError, trajectory
 from adamconf.reference.state import AdamState, Hyper, np_dtype
 

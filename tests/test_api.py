@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from adamconf.api import validate_world
 from adamconf.api_checks import API_CHECKS, api_check_for
 from adamconf.backends.numpy_api import KerasLikeAdam, NumpyApi

@@ -29,7 +29,6 @@ if str(ROOT) not in sys.path:
 from adamconf.protocol import Backend, unsupported_reason, validate_backend  # noqa: E402
 from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad, np_dtype  # noqa: E402
 from adamconf.spec.model import FEATURES  # noqa: E402
-
 from tests.corpus import AREAS, BUGS, CORRECT, TextbookAdam  # noqa: E402
 from tests.corpus.textbook import TF1_VARIANTS, VARIANT_FEATURES  # noqa: E402
 

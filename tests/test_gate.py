@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from adamconf.checks import CHECKS
 from adamconf.runner import Runner
 from adamconf.spec import load_spec
-
 from tests.corpus.op_orders import CORRECT
 from tests.corpus.planted_bugs import BUGS
 from tests.corpus.textbook import TextbookAdam

@@ -15,6 +15,7 @@ import zlib
 
 import numpy as np
 import pytest
+
 from adamconf.backends import numpy_backend as nb
 from adamconf.backends.numpy_backend import NumpyBackend
 from adamconf.protocol import unsupported_reason, validate_backend

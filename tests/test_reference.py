@@ -6,11 +6,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from adamconf.reference import AdamState, Hyper, ReferenceError, SparseGrad, step, trajectory
 from adamconf.reference.bound import compare
 from adamconf.spec import load_spec
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SPEC = load_spec()
 dyadic = st.builds(lambda n, e: Fraction(n) * Fraction(2) ** e, st.integers(-2 ** 20, 2 ** 20), st.integers(-30, 10))

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from adamconf.spec import Argument, Clause, Spec, SpecError, Tolerance, Variant, commands, load_spec, model
 from adamconf.spec.loader import PACKAGE_ROOT, SEEDS
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from adamconf.backends.numpy_backend import NumpyBackend
 from adamconf.reference.state import AdamState, Hyper
 from adamconf.spec import load_spec

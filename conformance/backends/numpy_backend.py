@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from adamconf.reference.state import DTYPES, AdamState, Hyper, Schedule, SparseGrad, np_dtype
 
 __all__ = ["NumpyBackend", "RULES", "VARIANTS", "VARIANT_FEATURES", "FEATURES", "Rules"]

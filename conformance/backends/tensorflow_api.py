@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from adamconf.backends.tensorflow_backend import _NEEDS, VARIANTS, _installed
 
 __all__ = ["TensorFlowApi"]

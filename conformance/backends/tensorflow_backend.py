@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from adamconf.reference.state import DTYPES, AdamState, Hyper, Schedule, SparseGrad, np_dtype
 
 __all__ = ["TensorFlowBackend", "VARIANTS", "VARIANT_FEATURES", "FEATURES", "TF_MISSING"]

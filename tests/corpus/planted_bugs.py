@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
+
 from adamconf.reference.state import Schedule, SparseGrad
 
 from .textbook import KERAS_VARIANTS, LEGACY_VARIANTS, TF1_VARIANTS, TextbookAdam, summed_squares

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from adamconf.reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype
 
 # Which features each variant has (the spec's variant files say the same). keras-v2 and
