@@ -41,8 +41,8 @@ from adamconf.reference.tracked import Format, const, fmt, to_float64
 from adamconf.spec.commands import HINTS
 from adamconf.spec.model import Spec, Variant
 
-__all__ = ["CAUSES", "DEFAULTS_MODES", "DiffError", "DiffResult", "Side", "build_hypers", "diff",
-           "parse_hyper", "parse_side"]
+__all__ = ["CAUSES", "DEFAULTS_MODES", "DiffError", "DiffResult", "Side", "aligned", "build_hypers", "diff",
+           "exact_run", "find_causes", "parse_hyper", "parse_side"]
 
 DEFAULTS_MODES = ("each", "explicit")
 PRECISION = 113
@@ -147,7 +147,7 @@ def _val(key: str, x: Any) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def _causes(va: Variant, vb: Variant, ha: Hyper, hb: Hyper) -> list[Cause]:
+def find_causes(va: Variant, vb: Variant, ha: Hyper, hb: Hyper) -> list[Cause]:
     out = []
     for kind in CAUSES:
         diffs = {f: (_resolved(va, f), _resolved(vb, f)) for f in kind.fields
@@ -164,7 +164,7 @@ def _causes(va: Variant, vb: Variant, ha: Hyper, hb: Hyper) -> list[Cause]:
     return out
 
 
-def _aligned(va: Variant, vb: Variant, ha: Hyper, hb: Hyper, causes: Sequence[Cause]) -> tuple[Variant, Hyper]:
+def aligned(va: Variant, vb: Variant, ha: Hyper, hb: Hyper, causes: Sequence[Cause]) -> tuple[Variant, Hyper]:
     """Side A's variant and hyperparameters with these causes set to side B's values."""
     vkw: dict[str, Any] = {}
     hkw: dict[str, Any] = {}
@@ -330,7 +330,7 @@ def exact_run(variant: Variant, hyper: Hyper, dtype: str, problem: Problem, step
     """The exact closed-loop trajectory of params: (steps + 1, n) object array of mpfr."""
     T = np_dtype(dtype)
     st = _start(problem, T, hyper)
-    with gmpy2.local_context(gmpy2.context(), precision=PRECISION):
+    with gmpy2.context(gmpy2.get_context(), precision=PRECISION):
         ex = ref.ExactState.from_state(st)
         rows = [_flat([p.x for p in ex.params])]
         for t in range(steps):
@@ -377,7 +377,7 @@ def backend_run(side: Side, hyper: Hyper, dtype: str, problem: Problem, steps: i
 
 def _minus(b: np.ndarray, a: np.ndarray) -> np.ndarray:
     """b - a element-wise, exactly at PRECISION bits, returned as float64."""
-    with gmpy2.local_context(gmpy2.context(), precision=PRECISION):
+    with gmpy2.context(gmpy2.get_context(), precision=PRECISION):
         one = gmpy2.mpfr(1)
         d = (one * np.asarray(b, dtype=object)) - (one * np.asarray(a, dtype=object))
         return d.astype(np.float64)
@@ -549,7 +549,7 @@ def _attribute(d: np.ndarray, va: Variant, vb: Variant, ha: Hyper, hb: Hyper, ca
     notes: list[str] = []
 
     def effect_of(cs: Sequence[Cause]) -> np.ndarray:
-        v, h = _aligned(va, vb, ha, hb, cs)
+        v, h = aligned(va, vb, ha, hb, cs)
         return _minus(model(v, h), base)
 
     everything = slice(None)
@@ -631,7 +631,7 @@ def diff(spec: Spec, a: Side, b: Side, *, dtype: str = "float32", steps: int = 1
     for t in range(1, steps + 1):
         j = int(np.argmax(ulps[t]))
         series.append(StepGap(t, float(ulps[t, j]), float(rel[t].max()), float(np.abs(d[t]).max()), j))
-    causes = _causes(a.variant, b.variant, ha, hb)
+    causes = find_causes(a.variant, b.variant, ha, hb)
     total, pairs, more = _attribute(d, a.variant, b.variant, ha, hb, causes, model)
     notes += more
     norm = float(np.linalg.norm(d))
