@@ -121,8 +121,7 @@ class Cause:
         if len(self.fields) == 1 and self.kind != "rest":
             (k, (a, b)), = self.fields.items()
             return f"{self.name}, {_val(k, a)} (A) versus {_val(k, b)} (B)"
-        parts = [f"{k} {_val(k, a)} (A) vs {_val(k, b)} (B)" for k, (a, b) in self.fields.items()]
-        return f"{self.name}: " + ", ".join(parts)
+        return f"{self.name} ({', '.join(self.fields)})"
 
 
 # Plain words for the spec's vocabulary where its own value names are terse.

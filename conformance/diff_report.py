@@ -71,8 +71,9 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
 def _cause_rows(r: DiffResult) -> list[list[str]]:
     rows = []
     for c in sorted((c for c in r.causes if c.active), key=lambda c: -c.share):
-        a = ", ".join(str(a) for a, _ in c.fields.values())
-        b = ", ".join(str(b) for _, b in c.fields.values())
+        many = len(c.fields) > 1
+        a = ", ".join(f"{k}={a}" if many else str(a) for k, (a, _) in c.fields.items())
+        b = ", ".join(f"{k}={b}" if many else str(b) for k, (_, b) in c.fields.items())
         rows.append([c.name, a, b, pct(c.alone) if c.kind != "rest" else "-", pct(c.share), pct(c.final_share)])
     rows.append([f"residual ({r.residual_kind})", "", "", "", pct(r.residual), pct(r.final_residual)])
     return rows
