@@ -55,7 +55,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _add_diff(sub: argparse._SubParsersAction) -> None:
     from adamconf.diff_problems import PROBLEMS
 
-    p = sub.add_parser("diff", help="where two implementations part, by how much, and why")
+    p = sub.add_parser("diff", help="where two implementations part, by how much, and why",
+                       description="Exits 0 when the gap is explained (or rounding), 1 when part is unexplained.")
     p.add_argument("a", help="side A: a variant (exact, by the reference) or BACKEND:VARIANT (numpy:keras3, tensorflow:tf1, my_mod:Backend:keras3)")
     p.add_argument("b", help="side B, the same forms")
     p.add_argument("--dtype", default="float32", help=f"one of {', '.join(DTYPES)} (default float32)")
@@ -86,7 +87,7 @@ def run_diff(args: argparse.Namespace) -> int:
     print(json.dumps(as_dict(result), indent=1) if args.json else render_text(result))
     if args.html:
         _write(Path(args.html), render_html(result))
-    return 0
+    return 1 if result.residual_kind == "unexplained" else 0
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -220,6 +220,11 @@ def test_cli_text_json_and_html(tmp_path, capsys):
     assert {c["cause"] for c in data["causes"] if c["active"]} == {"beta powers"}
 
 
+def test_cli_exits_1_when_part_of_the_gap_is_unexplained(capsys):
+    assert cli.main(["diff", f"{BUG}:keras-legacy", "keras-legacy", "--steps", "3"]) == 1
+    assert "100% unexplained" in capsys.readouterr().out
+
+
 def test_cli_usage_errors_exit_2(capsys):
     assert cli.main(["diff", "keras4", "keras3"]) == 2
     assert cli.main(["diff", "tf1", "keras3", "--hyper", "nope=1"]) == 2
