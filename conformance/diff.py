@@ -173,8 +173,8 @@ def aligned(va: Variant, vb: Variant, ha: Hyper, hb: Hyper, causes: Sequence[Cau
         else:   # the whole group takes B's raw values (so "" keeps meaning hyper_dtype)
             group = next((k.fields for k in CAUSES if k.name == c.name), tuple(c.fields))
             vkw.update({f: getattr(vb, f) for f in group})
-    v = dataclasses.replace(va, features=va.features | vb.features, **vkw) if vkw else \
-        dataclasses.replace(va, features=va.features | vb.features)
+    # features: the union, so that B's hyperparameters pass A's feature check
+    v = dataclasses.replace(va, features=va.features | vb.features, **vkw)
     return v, ha.replace(**hkw) if hkw else ha
 
 
@@ -193,13 +193,15 @@ class Side:
     def exact(self) -> bool:
         return self.backend is None
 
-    def flush(self, dtype: str) -> tuple[str, ...]:
+    @property
+    def flush(self) -> tuple[str, ...]:
+        """The dtypes the backend flushes denormals in (none for an exact side)."""
         return tuple(getattr(self.backend, "flushes_denormals", ())) if self.backend is not None else ()
 
     def how(self, dtype: str) -> str:
         if self.exact:
             return f"variant {self.variant.id}, exact (reference, hyperparameters rounded as in {dtype})"
-        fl = " (flushes denormals)" if dtype in self.flush(dtype) else ""
+        fl = " (flushes denormals)" if dtype in self.flush else ""
         return f"backend {self.backend_ref} running {self.variant.id} in {dtype}{fl}"
 
 
@@ -352,7 +354,7 @@ def backend_run(side: Side, hyper: Hyper, dtype: str, problem: Problem, steps: i
         raise DiffError(f"side {side.label}: {reason}")
     T = np_dtype(dtype)
     st = _start(problem, T, hyper)
-    flush = side.flush(dtype)
+    flush = side.flush
     faith = Faith(k)
     rows = [_flat([p.astype(np.float64) for p in st.params]).astype(np.float64)]
     for t in range(steps):

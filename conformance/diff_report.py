@@ -29,7 +29,7 @@ def _where(r: DiffResult, g: StepGap) -> str:
 
 def _side(side: Side, r: DiffResult) -> dict[str, Any]:
     return {"label": side.label, "variant": side.variant.id, "backend": side.backend_ref,
-            "how": side.how(r.dtype), "flushes_denormals": list(side.flush(r.dtype))}
+            "how": side.how(r.dtype), "flushes_denormals": list(side.flush)}
 
 
 def _cause(c: Cause) -> dict[str, Any]:
