@@ -1,4 +1,4 @@
-"""The `adamconf` command: spec, ref, check, replay and report.
+"""The `adamconf` command: spec, ref, check, replay, report and diff.
 
 Exit codes: 0 all good, 1 a check failed, 2 a usage or configuration error (the
 message names the problem and the fix).
@@ -54,6 +54,44 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="render a results.json as Markdown or JUnit XML")
     p.add_argument("results", help="path to results.json")
     p.add_argument("--format", choices=("md", "junit"), default="md")
+
+
+def _add_diff(sub: argparse._SubParsersAction) -> None:
+    from adamconf.diff_problems import PROBLEMS
+
+    p = sub.add_parser("diff", help="where two implementations part, by how much, and why",
+                       description="Exits 0 when the gap is explained (or rounding), 1 when part is unexplained.")
+    p.add_argument("a", help="side A: a variant (exact, by the reference) or BACKEND:VARIANT (numpy:keras3, tensorflow:tf1, my_mod:Backend:keras3)")
+    p.add_argument("b", help="side B, the same forms")
+    p.add_argument("--dtype", default="float32", help=f"one of {', '.join(DTYPES)} (default float32)")
+    p.add_argument("--steps", type=int, default=100, help="steps of the closed loop (default 100)")
+    p.add_argument("--problem", default="quadratic", help=f"one of {', '.join(PROBLEMS)} (default quadratic)")
+    p.add_argument("--hyper", action="append", default=[], metavar="K=V",
+                   help="a hyperparameter for both sides, by canonical name or either API's spelling (repeat)")
+    p.add_argument("--defaults", default="each", choices=("each", "explicit"),
+                   help="each: every side its own documented defaults (default); explicit: both the same values")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with a plot of the gap")
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    from adamconf.diff import DiffError, diff, parse_hyper, parse_side
+    from adamconf.diff_report import as_dict, render_html, render_text
+    from adamconf.spec import load_spec
+
+    spec = load_spec()
+    try:
+        a, b = parse_side(args.a, spec), parse_side(args.b, spec)
+        given = parse_hyper(args.hyper, [a.variant, b.variant])
+        result = diff(spec, a, b, dtype=args.dtype, steps=args.steps, problem=args.problem, hyper=given,
+                      defaults=args.defaults)
+    except (DiffError, ValueError) as e:
+        print(f"adamconf diff: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(as_dict(result), indent=1) if args.json else render_text(result))
+    if args.html:
+        _write(Path(args.html), render_html(result))
+    return 1 if result.residual_kind == "unexplained" else 0
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -195,9 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_check(sub)
     _add_replay(sub)
     _add_report(sub)
+    _add_diff(sub)
     args = parser.parse_args(argv)
     handlers = {"spec": spec_commands.run, "ref": ref_commands.run, "check": run_check,
-                "replay": run_replay, "report": run_report}
+                "replay": run_replay, "report": run_report, "diff": run_diff}
     try:
         return handlers[args.command](args)
     except BrokenPipeError:   # output piped into head and the like: not an error
