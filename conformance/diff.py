@@ -30,6 +30,7 @@ from typing import Any
 
 import gmpy2
 import numpy as np
+
 from adamconf.diff_problems import Problem, get_problem
 from adamconf.evaluate import run_backend
 from adamconf.loading import load_backend

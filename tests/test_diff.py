@@ -12,6 +12,7 @@ import xml.dom.minidom
 
 import numpy as np
 import pytest
+
 from adamconf import cli
 from adamconf.diff import (
     CAUSES,
