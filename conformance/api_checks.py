@@ -520,7 +520,7 @@ def run_api_check(world: Any, spec: Spec, vid: str, chk: ApiCheck, timeout: floa
 
     Each covered clause gets its own verdict; the check's verdict combines them, so a
     check that judged no clause is never `pass`."""
-    from adamconf.evaluate import Hung, call_with_timeout
+    from adamconf.evaluate import Hung, guarded
     from adamconf.runner import CheckRun
     from adamconf.verdicts import ERROR, FAIL, JUDGED, UNCOVERED, UNSUPPORTED, combine
     variant, clauses = spec.variant(vid), spec.clauses_for(vid)
@@ -537,7 +537,7 @@ def run_api_check(world: Any, spec: Spec, vid: str, chk: ApiCheck, timeout: floa
             chk.fn(world, out)
     broke = None
     try:
-        call_with_timeout(body, max(timeout, 60.0))
+        guarded(body, max(timeout, 60.0))
     except Hung as e:
         broke = FAIL, f"HUNG: {e}"
     except Exception as e:  # noqa: BLE001 - an unexpected exception is a finding about the backend

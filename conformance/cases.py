@@ -105,7 +105,7 @@ def from_json(d: dict[str, Any]) -> tuple[StepInput, str, str]:
                           _unarrs(s["vhat"]), bp(s["beta1_power"]), bp(s["beta2_power"]), _unarrs(s["ema"]))
         inp = StepInput(d["variant"], d["dtype"], _unhyper(d["hyper"]), state,
                         tuple(_ungrad(g) for g in d["grads"]))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         raise CaseError(f"malformed case: {type(e).__name__}: {e}") from None
     return inp, d.get("clause", ""), d.get("check", "")
 
@@ -118,14 +118,49 @@ def save(path: Path, inp: StepInput, clause: str, check: str) -> None:
     tmp.replace(path)
 
 
-def load(path: Path) -> tuple[StepInput, str, str]:
+def load(path: Path, spec: Any = None) -> tuple[StepInput, str, str]:
+    """Read a case back; with `spec`, refuse one that names an unknown variant or dtype, or
+    whose arrays do not fit it (CaseError names the problem)."""
+    p = Path(path)
     try:
-        d = json.loads(Path(path).read_text())
+        d = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CaseError(f"no case file at {path}") from None
-    except json.JSONDecodeError as e:
-        raise CaseError(f"{path} is not valid JSON ({e}); re-run the check to write it again") from None
-    return from_json(d)
+        raise CaseError(f"no case file at {p}") from None
+    except IsADirectoryError:
+        raise CaseError(f"{p} is a folder; give a case file (DIR/cases/*.json)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CaseError(f"{p} is not a JSON case file ({type(e).__name__}: {e}); re-run the check to write it again") from None
+    except OSError as e:
+        raise CaseError(f"{p} cannot be read ({e.strerror})") from None
+    if not isinstance(d, dict):
+        raise CaseError(f"{p} holds a JSON {type(d).__name__}, not an adamconf case")
+    inp, clause, check = from_json(d)
+    if spec is not None:
+        validate(inp, spec, p)
+    return inp, clause, check
+
+
+def validate(inp: StepInput, spec: Any, where: Any = "case") -> None:
+    """The case must name a spec variant and dtype, and its arrays must fit them."""
+    from adamconf.reference.state import DTYPES
+    if inp.variant not in spec.variants:
+        raise CaseError(f"{where}: unknown variant {inp.variant!r}; known: {', '.join(spec.variants)}")
+    if inp.dtype not in DTYPES:
+        raise CaseError(f"{where}: unknown dtype {inp.dtype!r}; use one of {', '.join(DTYPES)}")
+    st = inp.state
+    n = len(st.params)
+    if n == 0 or len(st.m) != n or len(st.v) != n or len(inp.grads) != n:
+        raise CaseError(f"{where}: params, m, v and grads must be lists of the same non-zero length")
+    for name, arrs in st.arrays().items():
+        for i, a in enumerate(arrs):
+            if dtype_name(np.asarray(a).dtype) != inp.dtype:
+                raise CaseError(f"{where}: {name}[{i}] is {dtype_name(np.asarray(a).dtype)}, the case says {inp.dtype}")
+            if name != "params" and np.shape(a) != np.shape(st.params[i]):
+                raise CaseError(f"{where}: {name}[{i}] has shape {np.shape(a)}, params[{i}] {np.shape(st.params[i])}")
+    for i, g in enumerate(inp.grads):
+        shape = None if g is None else (tuple(g.dense_shape) if isinstance(g, SparseGrad) else np.shape(g))
+        if shape is not None and shape != np.shape(st.params[i]):
+            raise CaseError(f"{where}: grads[{i}] has shape {shape}, params[{i}] {np.shape(st.params[i])}")
 
 
 def describe(inp: StepInput, limit: int = 6) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,11 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--findings", action="append", default=[], metavar="FILE",
                    help="a known-deviation file of your own, in the backend findings format (repeat); "
                    "used in addition to the backend's own")
+    p.add_argument("-j", "--jobs", default="1", help="worker processes running cells side by side (a number, or auto "
+                   "for one per core); default 1")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the backend in this process (for debugging); by default it runs in an isolated worker, "
+                   "so a crash or hang becomes a verdict")
     p.add_argument("--quiet", action="store_true", help="no per-check progress lines")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing check")
 
@@ -47,7 +53,8 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="run one saved failing case again")
     p.add_argument("case", help="a case file written by 'adamconf check' (DIR/cases/*.json)")
     p.add_argument("--backend", required=True, help="module:attr, or a registered name")
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds the backend step may take (default 10)")
+    p.add_argument("--in-process", action="store_true", help="run the backend in this process (for debugging)")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -97,40 +104,119 @@ def run_diff(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from adamconf import profiles
     from adamconf.findings import FindingsError
-    from adamconf.loading import ConfigError, load_backend
-    from adamconf.reports import junit, markdown
-    from adamconf.runner import Runner, as_dict
+    from adamconf.loading import ConfigError
+    from adamconf.outdir import OutDir, OutDirError
+    from adamconf.runner import Interrupted, Runner
     from adamconf.spec import load_spec
 
     spec = load_spec()
+    outdir = OutDir(Path(args.out))
+    pool = None
     try:
         variants, dtypes, only = _selection(args, spec)
+        jobs = _jobs(args.jobs)
         if args.seed is not None and profiles.settings_for(args.profile).derandomize:
             raise ValueError(f"the {args.profile} profile is derandomized, so --seed has no effect: "
                              "use it with --profile dev or thorough")
-        backend = load_backend(args.backend)
+        profiles.profile_name(args.profile)
+        outdir.open()
+        backend, pool = _backend(args, outdir, jobs)
         runner = Runner(spec, backend, args.backend, profile=args.profile, seed=args.seed, timeout=args.timeout,
-                        out=Path(args.out), max_examples=args.max_examples, findings_files=args.findings,
+                        out=outdir.path, max_examples=args.max_examples, findings_files=args.findings,
+                        cases_dir=outdir.cases, executor=pool,
                         log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)))
+        cells = runner.plan(variants, dtypes, only)
+        if not any(c.variant in backend.variants and (c.dtype == "api" or c.dtype in backend.dtypes) for c in cells):
+            raise ValueError(f"nothing to judge: the backend declares {_declared(backend)}, and the selection "
+                             f"({', '.join(variants)} in {', '.join(dtypes)}) holds none of it. "
+                             "Select variants and dtypes the backend declares.")
     except FindingsError as e:
-        print(f"adamconf check: a findings file is invalid: {e}", file=sys.stderr)
-        return 2
-    except (ConfigError, ValueError) as e:
-        print(f"adamconf check: {e}", file=sys.stderr)
-        return 2
-    result = runner.run(variants, dtypes, only, fail_fast=args.fail_fast)
-    record = as_dict(result)
-    out = Path(args.out)
-    _write(out / "results.json", json.dumps(record, indent=1))
-    _write(out / "junit.xml", junit.render(record))
-    _write(out / "report.md", markdown.render(record))
+        return _refuse(f"a findings file is invalid: {e}", outdir, pool)
+    except (ConfigError, OutDirError, ValueError) as e:
+        return _refuse(str(e), outdir, pool)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result, status = runner.run(variants, dtypes, only, fail_fast=args.fail_fast), None
+    except Interrupted as e:
+        result, status = e.result, e.status
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if pool is not None:
+            pool.close()
+    try:
+        record = _commit(result, outdir)
+    finally:
+        outdir.close()
+    if status is not None:
+        print(f"adamconf check: interrupted; {len(result.checks)} of {len(cells)} checks were judged and written "
+              f"to {outdir.path / 'results.json'} (marked interrupted)", file=sys.stderr)
+        return status
     _print_summary(record)
-    print(f"\nwrote {out / 'results.json'}, {out / 'junit.xml'}, {out / 'report.md'}")
+    print(f"\nwrote {outdir.path / 'results.json'}, {outdir.path / 'junit.xml'}, {outdir.path / 'report.md'}")
     if result.judged == 0:
-        print(f"adamconf check: nothing was judged: {_declared(backend)}; every selected cell is unsupported, "
-              "not applicable or uncovered. Select variants and dtypes the backend declares.", file=sys.stderr)
+        print(f"adamconf check: nothing was judged: the backend declares {_declared(backend)}; every selected cell "
+              "is unsupported, not applicable or uncovered. Select variants and dtypes the backend declares.",
+              file=sys.stderr)
         return 2
     return 1 if result.failed else 0
+
+
+def _backend(args: argparse.Namespace, outdir: object, jobs: int) -> tuple[object, object]:
+    """The backend (in this process) or its declarations and a pool of isolated workers."""
+    from adamconf.loading import ConfigError, load_backend
+    from adamconf.worker import Pool, WorkerError
+    if args.in_process:
+        if jobs > 1:
+            raise ValueError("-j/--jobs needs isolated workers; drop --in-process")
+        return load_backend(args.backend), None
+    pool = Pool(dict(backend=args.backend, profile=args.profile, seed=args.seed, timeout=args.timeout,
+                     max_examples=args.max_examples, findings_files=list(args.findings),
+                     out=_str(outdir.path), cases_dir=_str(outdir.cases)), jobs)  # type: ignore[attr-defined]
+    try:
+        return pool.start(), pool
+    except WorkerError as e:
+        pool.shutdown()
+        raise ConfigError(f"backend {args.backend!r} could not be loaded: {e}") from None
+
+
+def _str(path: object) -> str | None:
+    return None if path is None else str(path)
+
+
+def _jobs(value: str) -> int:
+    if value == "auto":
+        import os
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"-j/--jobs takes a number of workers of at least 1, or auto; got {value!r}")
+    return n
+
+
+def _terminate(signum: int, frame: object) -> None:
+    from adamconf.runner import Terminated
+    raise Terminated()
+
+
+def _refuse(message: str, outdir: object, pool: object) -> int:
+    if pool is not None:
+        pool.shutdown()  # type: ignore[attr-defined]
+    outdir.close()  # type: ignore[attr-defined]
+    print(f"adamconf check: {message}", file=sys.stderr)
+    return 2
+
+
+def _commit(result: object, outdir: object) -> dict:
+    """Write results.json, junit.xml and report.md with this run's cases, all at once."""
+    from adamconf.reports import junit, markdown
+    from adamconf.runner import as_dict
+    record = as_dict(result)  # type: ignore[arg-type]
+    outdir.commit({"junit.xml": junit.render(record), "report.md": markdown.render(record),  # type: ignore[attr-defined]
+                   "results.json": json.dumps(record, indent=1)})
+    return record
 
 
 def _selection(args: argparse.Namespace, spec: object) -> tuple[list[str], list[str], list[str] | None]:
@@ -182,31 +268,66 @@ def _print_summary(record: dict) -> None:
 def run_replay(args: argparse.Namespace) -> int:
     from adamconf import cases
     from adamconf.checks import CHECKS
-    from adamconf.evaluate import Invalid, evaluate
-    from adamconf.loading import ConfigError, load_backend
+    from adamconf.loading import ConfigError
+    from adamconf.protocol import unsupported_reason
     from adamconf.spec import load_spec
 
+    spec = load_spec()
+    pool = None
     try:
-        inp, clause, check = cases.load(Path(args.case))
-        backend = load_backend(args.backend)
-    except (cases.CaseError, ConfigError) as e:
+        if not (0 < args.timeout < float("inf")):
+            raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        inp, clause, check = cases.load(Path(args.case), spec)
+        chk = CHECKS.get(check)
+        if check and chk is None:
+            raise cases.CaseError(f"{args.case} names check {check!r}, which this adamconf does not have")
+        backend, pool = _replay_backend(args)
+        reason = unsupported_reason(backend, inp.variant, inp.dtype, chk.features if chk else ())
+        if reason:
+            raise ValueError(f"unsupported: {reason}; `adamconf check` reports this cell as unsupported, "
+                             "so there is nothing to replay")
+    except (cases.CaseError, ConfigError, ValueError) as e:
+        if pool is not None:
+            pool.shutdown()
         print(f"adamconf replay: {e}", file=sys.stderr)
         return 2
-    spec = load_spec()
-    chk = CHECKS.get(check)
     k = spec.tolerances[chk.family if chk else "step"].k
     print(f"case {args.case}: clause {clause or '-'}, check {check or '-'}, K = {k:g}")
     print(cases.describe(inp, limit=20))
+    kind = chk.kind if chk else "step"
     try:
-        out = evaluate(backend, spec.variant(inp.variant), inp, k, args.timeout)
-    except Invalid as e:
-        print(f"adamconf replay: the case is not valid for {inp.variant}: {e}", file=sys.stderr)
+        verdict, message, worst = _replay_one(backend, pool, spec, inp, k, kind, args.timeout)
+    finally:
+        if pool is not None:
+            pool.close()
+    if verdict == "invalid":
+        print(f"adamconf replay: the case is not valid for {inp.variant}: {message}", file=sys.stderr)
         return 2
-    if out.ok:
-        print(f"PASS: worst error {out.worst:.3g} u*S (K = {k:g})")
+    if verdict == "pass":
+        print(f"PASS: worst error {worst:.3g} u*S (K = {k:g})" if kind != "raises" else "PASS: raised ValueError")
         return 0
-    print(f"FAIL: {out.message}")
+    print(f"FAIL: {message}")
     return 1
+
+
+def _replay_backend(args: argparse.Namespace) -> tuple[object, object]:
+    ns = argparse.Namespace(backend=args.backend, in_process=args.in_process, profile="ci", seed=None,
+                            timeout=args.timeout, max_examples=None, findings=[])
+    holder = argparse.Namespace(path=None, cases=None)
+    return _backend(ns, holder, 1)
+
+
+def _replay_one(backend: object, pool: object, spec: object, inp: object, k: float, kind: str,
+                timeout: float) -> tuple[str, str, float]:
+    """(verdict, message, worst) for one case, in the backend's worker unless in-process."""
+    from adamconf.worker import WorkerFailed
+    if pool is not None:
+        try:
+            return pool.request(("replay", inp, k, kind))  # type: ignore[attr-defined]
+        except WorkerFailed as e:
+            return "fail", str(e), float("inf")
+    from adamconf.worker import replay_case
+    return replay_case(backend, spec, inp, k, kind, timeout)
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -215,10 +336,15 @@ def run_report(args: argparse.Namespace) -> int:
 
     try:
         res = load_results(args.results)
+        text = markdown.render(res) if args.format == "md" else junit.render(res)
     except ReportError as e:
         print(f"adamconf report: {e}", file=sys.stderr)
         return 2
-    print(markdown.render(res) if args.format == "md" else junit.render(res))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        print(f"adamconf report: {args.results} is not a well-formed results file ({type(e).__name__}: {e}); "
+              "re-run 'adamconf check' to write it again", file=sys.stderr)
+        return 2
+    print(text)
     return 0
 
 

@@ -7,6 +7,7 @@ is finite, or mutating its inputs.
 """
 from __future__ import annotations
 
+import copy
 import threading
 import traceback
 from collections.abc import Callable
@@ -71,6 +72,30 @@ def call_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
     return box["value"]
 
 
+Guard = Callable[[Callable[[], Any], float], Any]
+_guard: list[Guard] = []
+
+
+def set_guard(guard: Guard | None) -> None:
+    """Route every backend call through `guard(fn, timeout)` instead of a thread with a
+    timeout: an isolated worker (adamconf.worker) reports each call to the harness, which
+    kills the whole process when a call overruns."""
+    _guard[:] = [guard] if guard else []
+
+
+def guarded(fn: Callable[[], Any], timeout: float) -> Any:
+    """Call into the backend under the active guard (a worker's, or a thread's timeout)."""
+    if not _guard:
+        return call_with_timeout(fn, timeout)
+    with np.errstate(all="ignore"):   # as in call_with_timeout: special values overflow on purpose
+        return _guard[0](fn, timeout)
+
+
+def fresh(inp: StepInput) -> StepInput:
+    """A deep copy, so every call gets its own arrays and a mutation shows as a mutation."""
+    return copy.deepcopy(inp)
+
+
 def _snapshot(inp: StepInput) -> list[bytes]:
     out = []
     for arrs in inp.state.arrays().values():
@@ -85,10 +110,12 @@ def _snapshot(inp: StepInput) -> list[bytes]:
 
 
 def run_backend(backend: Backend, inp: StepInput, timeout: float) -> tuple[AdamState | None, str]:
-    """The backend's new state, or None and a message saying what went wrong."""
+    """The backend's new state, or None and a message saying what went wrong. The backend
+    sees a fresh copy of the input; if it changes that copy, that is reported."""
+    inp = fresh(inp)
     before = _snapshot(inp)
     try:
-        out = call_with_timeout(lambda: backend.step(inp.variant, inp.dtype, inp.hyper, inp.state, list(inp.grads)), timeout)
+        out = guarded(lambda: backend.step(inp.variant, inp.dtype, inp.hyper, inp.state, list(inp.grads)), timeout)
     except Hung as e:
         return None, f"HUNG: {e}"
     except Exception as e:  # noqa: BLE001 - any backend exception is a finding
@@ -119,10 +146,32 @@ def evaluate(backend: Backend, variant: Variant, inp: StepInput, k: float, timeo
     return Outcome(True, "", verdict, verdict.ratios(), verdict.ill, observed=obs)
 
 
+def nondeterminism(backend: Backend, inp: StepInput, timeout: float) -> str | None:
+    """Call the backend twice on the same input, outside hypothesis (which reseeds
+    Python's and numpy's global random state for every example): where the two results
+    differ, say where."""
+    a, msg_a = run_backend(backend, inp, timeout)
+    b, msg_b = run_backend(backend, inp, timeout)
+    if a is None or b is None:
+        return None if msg_a == msg_b else f"two calls on the same input ended differently: {msg_a or 'a state'} / {msg_b or 'a state'}"
+    fa, fb = a.arrays(), b.arrays()
+    for name in fa:
+        for i, (x, y) in enumerate(zip(fa[name], fb.get(name) or [])):
+            x, y = np.asarray(x), np.asarray(y)
+            if x.shape != y.shape or x.tobytes() != y.tobytes():
+                j = int(np.argmax(x.ravel() != y.ravel())) if x.shape == y.shape else 0
+                return (f"the backend is not deterministic: two calls on the same input gave {name}[{i}] element {j} = "
+                        f"{x.ravel()[j]!r} and {y.ravel()[j]!r}")
+    if (a.iterations, a.beta1_power, a.beta2_power) != (b.iterations, b.beta1_power, b.beta2_power):
+        return "the backend is not deterministic: two calls on the same input gave different iterations or beta powers"
+    return None
+
+
 def expect_raises(backend: Backend, inp: StepInput, exc: type[BaseException], timeout: float) -> Outcome:
     """The backend must refuse this input with `exc`."""
     try:
-        call_with_timeout(lambda: backend.step(inp.variant, inp.dtype, inp.hyper, inp.state, list(inp.grads)), timeout)
+        inp = fresh(inp)
+        guarded(lambda: backend.step(inp.variant, inp.dtype, inp.hyper, inp.state, list(inp.grads)), timeout)
     except Hung as e:
         return Outcome(False, f"HUNG: {e}", hung=True)
     except exc:

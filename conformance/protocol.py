@@ -46,7 +46,9 @@ class Backend(Protocol):
 
 
 def validate_backend(obj: Any, where: str) -> None:
-    """Raise a TypeError naming every missing part of the protocol."""
+    """Raise a TypeError naming every missing part of the protocol, and every declaration
+    that is not a collection of names the spec knows (a typo must not pass as 'nothing
+    to check')."""
     missing = [a for a in ("name", "variants", "dtypes", "features") if not hasattr(obj, a)]
     if not callable(getattr(obj, "step", None)):
         missing.append("step()")
@@ -54,9 +56,21 @@ def validate_backend(obj: Any, where: str) -> None:
         raise TypeError(
             f"backend {where!r} does not follow the adamconf backend protocol: missing "
             f"{', '.join(missing)}. See README section 'Writing a backend'.")
-    flush = getattr(obj, "flushes_denormals", ())
-    if isinstance(flush, str) or not all(isinstance(d, str) for d in flush):
-        raise TypeError(f"backend {where!r}: flushes_denormals must be a collection of dtype names, got {flush!r}")
+    from adamconf.reference.state import DTYPES
+    from adamconf.spec import load_spec
+    from adamconf.spec.model import FEATURES
+    if not isinstance(obj.name, str) or not obj.name:
+        raise TypeError(f"backend {where!r}: name must be a non-empty string, got {obj.name!r}")
+    known = {"variants": tuple(load_spec().variants), "dtypes": DTYPES, "features": FEATURES,
+             "flushes_denormals": DTYPES}
+    for field, pool in known.items():
+        got = getattr(obj, field, ())
+        if isinstance(got, (str, bytes)) or not isinstance(got, (list, tuple, set, frozenset)):
+            raise TypeError(f"backend {where!r}: {field} must be a list, tuple or set of names, got {got!r}")
+        bad = [x for x in got if x not in pool]
+        if bad:
+            raise TypeError(f"backend {where!r}: {field} names {', '.join(map(repr, bad))}, which the spec does not "
+                            f"know; known: {', '.join(pool)}")
 
 
 def unsupported_reason(backend: Backend, variant: str, dtype: str, features: Collection[str]) -> str | None:

@@ -38,6 +38,8 @@ def pytest_addoption(parser: Any) -> None:
     g.addoption("--adam-timeout", type=float, default=10.0, help="seconds one backend step may take (default 10)")
     g.addoption("--adam-findings", action="append", default=[], metavar="FILE",
                 help="a known-deviation file of your own, in addition to the backend's (repeat)")
+    g.addoption("--adam-in-process", action="store_true",
+                help="run the backend in the test process (for debugging); by default it runs in an isolated worker")
     g.addoption("--adam-out", default=None,
                 help="write results.json, junit.xml, report.md and failing cases here (default: cases in a temp dir)")
 
@@ -76,17 +78,30 @@ def pytest_configure(config: Any) -> None:
     from adamconf.findings import FindingsError
     from adamconf.loading import ConfigError, load_backend
     from adamconf.runner import Runner
+    from adamconf.worker import Pool, WorkerError
 
     opts = _options(config)
-    out = config.getoption("--adam-out")
+    out = Path(config.getoption("--adam-out") or tempfile.mkdtemp(prefix="adamconf-"))
+    timeout = config.getoption("--adam-timeout")
+    kw = dict(profile=opts["profile"], seed=opts["seed"], timeout=timeout,
+              max_examples=config.getoption("--adam-max-examples"), findings_files=config.getoption("--adam-findings"))
+    pool = None
     try:
-        backend = load_backend(ref)
-        runner = Runner(opts["spec"], backend, ref, profile=opts["profile"], seed=opts["seed"],
-                        timeout=config.getoption("--adam-timeout"),
-                        out=Path(out) if out else Path(tempfile.mkdtemp(prefix="adamconf-")),
-                        max_examples=config.getoption("--adam-max-examples"),
-                        findings_files=config.getoption("--adam-findings"))
+        if config.getoption("--adam-in-process"):
+            backend = load_backend(ref)
+        else:
+            pool = Pool(dict(backend=ref, out=str(out), cases_dir=None, **kw))
+            try:
+                backend = pool.start()
+            except WorkerError as e:
+                raise ConfigError(f"backend {ref!r} could not be loaded: {e}") from None
+            if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+                pool.close()   # the xdist controller runs no test; its workers start their own
+                pool = None
+        runner = Runner(opts["spec"], backend, ref, out=out, executor=pool, **kw)
     except (ConfigError, FindingsError, ValueError) as e:
+        if pool is not None:
+            pool.shutdown()
         raise pytest.UsageError(f"adamconf: {e}") from None
     cells = runner.plan(opts["variants"], opts["dtypes"], opts["only"])
     config.stash[_STATE] = dict(runner=runner, cells=cells, opts=opts, runs={}, t0=time.perf_counter())
@@ -153,6 +168,12 @@ def pytest_runtest_logreport(report: Any) -> None:
 
 
 _pending: list[dict[str, Any]] = []
+
+
+def pytest_unconfigure(config: Any) -> None:
+    state = config.stash.get(_STATE, None)
+    if state and state["runner"].executor is not None:
+        state["runner"].executor.close()
 
 
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:

@@ -25,7 +25,7 @@ from adamconf import cases, profiles, stamp
 from adamconf import findings as findings_mod
 from adamconf.api_checks import API_CHECKS, api_check_for, run_api_check
 from adamconf.checks import CHECKS, Check, binds, checks_for
-from adamconf.evaluate import Invalid, Outcome, evaluate, expect_raises
+from adamconf.evaluate import Invalid, Outcome, evaluate, expect_raises, nondeterminism
 from adamconf.protocol import Backend, unsupported_reason
 from adamconf.reference.state import StepInput
 from adamconf.reports.load import SCHEMA
@@ -60,6 +60,18 @@ class Cell:
     @property
     def id(self) -> str:
         return f"{self.variant}-{self.dtype}-{self.check}"
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so a run stops as it does on Ctrl-C."""
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C or SIGTERM: what was judged so far, and the exit status."""
+
+    def __init__(self, result: RunResult, status: int) -> None:
+        super().__init__(f"interrupted after {len(result.checks)} checks")
+        self.result, self.status = result, status
 
 
 class CaseFailed(Exception):
@@ -148,13 +160,17 @@ class Runner:
     def __init__(self, spec: Spec, backend: Backend, backend_ref: str, *, profile: str = "ci",
                  seed: int | None = None, timeout: float = 10.0, out: Path | None = None,
                  max_examples: int | None = None, log: Callable[[str], None] | None = None,
-                 findings_files: Sequence[str | Path] = ()) -> None:
+                 findings_files: Sequence[str | Path] = (), cases_dir: Path | None = None,
+                 executor: Any = None) -> None:
         self.profile = profiles.profile_name(profile).removeprefix(profiles.PREFIX)
         self.spec, self.backend, self.backend_ref = spec, backend, backend_ref
         self.max_examples = max_examples
         # a derandomized profile draws the same examples whatever the seed
         self.seed = None if self.settings.derandomize else seed
         self.timeout, self.out = timeout, out
+        self.cases_dir = cases_dir     # where failing cases are written first (default out/cases)
+        self.executor = executor       # an adamconf.worker.Pool, or None to run in this process
+        self.hung: str | None = None   # in-process only: why this backend is not called again
         self.log = log or (lambda s: None)
         self.findings = findings_mod.for_backend(backend) + [f for p in findings_files for f in findings_mod.load(p)]
         findings_mod.validate(self.findings, spec.variants, list(CHECKS) + list(API_CHECKS), spec.clauses)
@@ -190,26 +206,51 @@ class Runner:
         return [c.id for c in self.spec.clauses_for(cell.variant) if c.id.partition(".")[2] in covers]
 
     def run_cell(self, cell: Cell) -> CheckRun:
-        """One planned cell, judged, with the findings applied."""
+        """One planned cell, judged, with the findings applied: in the backend's worker
+        when the runner has one (adamconf.worker), else in this process."""
+        if self.executor is not None:
+            return self.executor.map([("cell", cell)], self._crashed)[0]
         if cell.dtype == API:
             run = self._run_api(cell)
         else:
             run = self.run_check(CHECKS[cell.check], self.spec.variant(cell.variant), cell.dtype)
         return self.apply_findings(run)
 
+    def _crashed(self, request: tuple, text: str) -> CheckRun:
+        """The verdict of a cell whose worker hung or died: a failure of the backend."""
+        cell = request[1]
+        run = CheckRun(cell.check, cell.variant, cell.dtype, FAIL, message=text)
+        if cell.dtype == API:
+            run.clause_status = dict.fromkeys(self.clauses_of(cell), FAIL)
+        else:
+            run.k = self.spec.tolerances[CHECKS[cell.check].family].k
+        return self.apply_findings(run)
+
     def run(self, variants: Iterable[str], dtypes: Iterable[str], only: Iterable[str] | None = None,
             fail_fast: bool = False) -> RunResult:
+        """Every planned cell; on Ctrl-C or SIGTERM the cells judged so far, marked interrupted
+        (raised as Interrupted carrying that result)."""
         t0 = time.perf_counter()
         variants, dtypes = list(variants), list(dtypes)
         cells = self.plan(variants, dtypes, only)
-        runs: list[CheckRun] = []
-        for i, cell in enumerate(cells, 1):
-            run = self.run_cell(cell)
-            runs.append(run)
-            self.log(progress_line(i, len(cells), run, time.perf_counter() - t0))
-            if fail_fast and run.status in BAD:
-                break
-        return self.result(variants, dtypes, runs, time.perf_counter() - t0)
+        done: dict[int, CheckRun] = {}
+
+        def note(i: int, run: CheckRun) -> None:
+            done[i] = run
+            self.log(progress_line(len(done), len(cells), run, time.perf_counter() - t0))
+        try:
+            if self.executor is not None and not fail_fast:
+                self.executor.map([("cell", c) for c in cells], self._crashed, note)
+            else:
+                for i, cell in enumerate(cells):
+                    note(i, self.run_cell(cell))
+                    if fail_fast and done[i].status in BAD:
+                        break
+        except (KeyboardInterrupt, Terminated) as e:
+            runs = [done[i] for i in sorted(done)]
+            raise Interrupted(self.result(variants, dtypes, runs, time.perf_counter() - t0, interrupted=True),
+                              130 if isinstance(e, KeyboardInterrupt) else 143) from None
+        return self.result(variants, dtypes, [done[i] for i in sorted(done)], time.perf_counter() - t0)
 
     def result(self, variants: list[str], dtypes: list[str], runs: list[CheckRun], seconds: float,
                interrupted: bool = False) -> RunResult:
@@ -306,8 +347,11 @@ class Runner:
                             message=f"the backend's unsupported() raised {type(e).__name__}: {e}")
         if reason:
             return CheckRun(chk.name, variant.id, dtype, UNSUPPORTED, k, message=str(reason))
+        if self.hung:
+            return CheckRun(chk.name, variant.id, dtype, ERROR, k, message=self.hung)
         acc = Acc()
         hung: list[CaseFailed] = []
+        first: list[StepInput] = []
 
         def one(inp: StepInput) -> Outcome:
             if hung:
@@ -325,6 +369,8 @@ class Runner:
                 if out.hung:
                     hung.append(err)
                 raise err
+            if not first and chk.kind != "raises":
+                first.append(inp)
             return out
 
         def body(drawn: Any) -> None:
@@ -357,6 +403,15 @@ class Runner:
         run.examples, run.worst_ratio, run.ill = acc.n, acc.worst, acc.ill
         if run.status == PASS and acc.n == 0:
             run.status, run.message = ERROR, "no example reached the backend: nothing was judged"
+        if run.status == PASS and first:
+            why = nondeterminism(self.backend, first[0], self.timeout)
+            if why:
+                run.status, run.message = FAIL, why
+                self._record_failure(run, chk, first[0])
+        if hung:
+            # a thread stuck in the backend cannot be stopped: call this backend no more
+            self.hung = (f"not run: the backend hung earlier in this process ({hung[0].outcome.message}); "
+                         "isolated workers (the default, without --in-process) are killed and replaced instead")
         run.histogram = acc.hist.tolist()
         run.seconds = time.perf_counter() - t0
         return run
@@ -365,9 +420,10 @@ class Runner:
         run.example = cases.describe(inp)
         if self.out is None:
             return
-        path = self.out / "cases" / f"{run.variant}__{run.dtype}__{chk.name}.json"
+        name = f"{run.variant}__{run.dtype}__{chk.name}.json"
         clause = next(iter(self.clauses_of(Cell(run.variant, run.dtype, chk.name))), "")
-        cases.save(path, inp, clause, chk.name)
+        cases.save((self.cases_dir or self.out / "cases") / name, inp, clause, chk.name)
+        path = self.out / "cases" / name     # where it lies once the run has written its results
         run.case = str(path)
         run.replay = f"adamconf replay {shlex.quote(str(path))} --backend {shlex.quote(self.backend_ref)}"
 

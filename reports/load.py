@@ -17,9 +17,15 @@ class ReportError(ValueError):
 def load_results(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
-        d = json.loads(p.read_text())
+        d = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ReportError(f"no results file at {p}; run 'adamconf check --out DIR' first") from None
+    except IsADirectoryError:
+        raise ReportError(f"{p} is a folder; give its results.json") from None
+    except UnicodeDecodeError as e:
+        raise ReportError(f"{p} is not UTF-8 text ({e}); it is not a results file") from None
+    except OSError as e:
+        raise ReportError(f"{p} cannot be read ({e.strerror})") from None
     except json.JSONDecodeError as e:
         raise ReportError(f"{p} is not valid JSON ({e}); it may be truncated: re-run 'adamconf check' to write it again") from None
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
