@@ -537,7 +537,7 @@ def run_api_check(world: Any, spec: Spec, vid: str, chk: ApiCheck, timeout: floa
             chk.fn(world, out)
     broke = None
     try:
-        guarded(body, max(timeout, 60.0))
+        guarded(body, max(timeout, 60.0), f"the {chk.name} check's calls")
     except Hung as e:
         broke = FAIL, f"HUNG: {e}"
     except Exception as e:  # noqa: BLE001 - an unexpected exception is a finding about the backend

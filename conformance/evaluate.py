@@ -72,7 +72,7 @@ def call_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
     return box["value"]
 
 
-Guard = Callable[[Callable[[], Any], float], Any]
+Guard = Callable[[Callable[[], Any], float, str], Any]
 _guard: list[Guard] = []
 
 
@@ -83,12 +83,13 @@ def set_guard(guard: Guard | None) -> None:
     _guard[:] = [guard] if guard else []
 
 
-def guarded(fn: Callable[[], Any], timeout: float) -> Any:
-    """Call into the backend under the active guard (a worker's, or a thread's timeout)."""
+def guarded(fn: Callable[[], Any], timeout: float, what: str = "step") -> Any:
+    """Call into the backend under the active guard (a worker's, or a thread's timeout);
+    `what` names the call in a HUNG verdict."""
     if not _guard:
         return call_with_timeout(fn, timeout)
     with np.errstate(all="ignore"):   # as in call_with_timeout: special values overflow on purpose
-        return _guard[0](fn, timeout)
+        return _guard[0](fn, timeout, what)
 
 
 def fresh(inp: StepInput) -> StepInput:

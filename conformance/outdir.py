@@ -32,9 +32,9 @@ class OutDir:
     def open(self) -> OutDir:
         """Create and probe the folder, take its lock and make the staging folder."""
         p = self.path
-        if p.exists() and not p.is_dir():
-            raise OutDirError(f"--out {p} is a file, not a folder; choose a folder")
         try:
+            if p.exists() and not p.is_dir():
+                raise OutDirError(f"--out {p} is a file, not a folder; choose a folder")
             p.mkdir(parents=True, exist_ok=True)
             fd = os.open(p / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:

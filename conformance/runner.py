@@ -25,7 +25,7 @@ from adamconf import cases, profiles, stamp
 from adamconf import findings as findings_mod
 from adamconf.api_checks import API_CHECKS, api_check_for, run_api_check
 from adamconf.checks import CHECKS, Check, binds, checks_for
-from adamconf.evaluate import Invalid, Outcome, evaluate, expect_raises, nondeterminism
+from adamconf.evaluate import Hung, Invalid, Outcome, evaluate, expect_raises, guarded, nondeterminism
 from adamconf.protocol import Backend, unsupported_reason
 from adamconf.reference.state import StepInput
 from adamconf.reports.load import SCHEMA
@@ -47,6 +47,7 @@ from adamconf.verdicts import (
 PROFILES = profiles.PROFILES
 BINS = (0.0, 0.01, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
 API = "api"
+API_WORLD_SECONDS = 30.0   # building an API world may import a framework: at least this long
 
 
 @dataclass(frozen=True)
@@ -209,16 +210,25 @@ class Runner:
         """One planned cell, judged, with the findings applied: in the backend's worker
         when the runner has one (adamconf.worker), else in this process."""
         if self.executor is not None:
-            return self.executor.map([("cell", cell)], self._crashed)[0]
-        if cell.dtype == API:
-            run = self._run_api(cell)
-        else:
-            run = self.run_check(CHECKS[cell.check], self.spec.variant(cell.variant), cell.dtype)
+            return self._known_broken(("cell", cell)) or self.executor.map([("cell", cell)], self._crashed)[0]
+        try:
+            if cell.dtype == API:
+                run = self._run_api(cell)
+            else:
+                run = self.run_check(CHECKS[cell.check], self.spec.variant(cell.variant), cell.dtype)
+        except (KeyboardInterrupt, Terminated):
+            raise
+        except BaseException as e:  # noqa: BLE001 - in-process, SystemExit and the like are verdicts too
+            return self._crashed(("cell", cell), crash_message(e))
         return self.apply_findings(run)
 
     def _crashed(self, request: tuple, text: str) -> CheckRun:
-        """The verdict of a cell whose worker hung or died: a failure of the backend."""
+        """The verdict of a cell whose worker hung or died: a failure of the backend. When
+        that happened in api(), the later API cells take the same verdict without asking
+        again (each would only hang or crash once more)."""
         cell = request[1]
+        if cell.dtype == API and "api()" in text:
+            self._world_error = text
         run = CheckRun(cell.check, cell.variant, cell.dtype, FAIL, message=text)
         if cell.dtype == API:
             run.clause_status = dict.fromkeys(self.clauses_of(cell), FAIL)
@@ -240,7 +250,7 @@ class Runner:
             self.log(progress_line(len(done), len(cells), run, time.perf_counter() - t0))
         try:
             if self.executor is not None and not fail_fast:
-                self.executor.map([("cell", c) for c in cells], self._crashed, note)
+                self.executor.map([("cell", c) for c in cells], self._crashed, note, self._known_broken)
             else:
                 for i, cell in enumerate(cells):
                     note(i, self.run_cell(cell))
@@ -269,10 +279,21 @@ class Runner:
             self._world_built = True
             hook = getattr(self.backend, "api", None)
             try:
-                self._world = hook() if callable(hook) else hook
+                self._world = guarded(hook, max(self.timeout, API_WORLD_SECONDS), "api()") if callable(hook) else hook
+            except Hung as e:
+                self._world_error = f"HUNG: the backend's api() did not return: {e}"
             except Exception as e:  # noqa: BLE001 - a broken hook is a verdict, not a crash
                 self._world_error = f"the backend's api() raised {type(e).__name__}: {e}"
         return self._world
+
+    def _known_broken(self, request: tuple) -> CheckRun | None:
+        """An API cell after api() hung or crashed a worker: the same verdict, without a call."""
+        cell = request[1]
+        if cell.dtype != API or self._world_error is None:
+            return None
+        ids = self.clauses_of(cell)
+        return self.apply_findings(CheckRun(cell.check, cell.variant, API, FAIL, message=self._world_error,
+                                            clause_status=dict.fromkeys(ids, FAIL)))
 
     def _run_api(self, cell: Cell) -> CheckRun:
         t0 = time.perf_counter()
@@ -351,7 +372,7 @@ class Runner:
             return CheckRun(chk.name, variant.id, dtype, ERROR, k, message=self.hung)
         acc = Acc()
         hung: list[CaseFailed] = []
-        first: list[StepInput] = []
+        largest: list[StepInput] = []   # the passing input with the most elements: for the determinism check
 
         def one(inp: StepInput) -> Outcome:
             if hung:
@@ -369,8 +390,8 @@ class Runner:
                 if out.hung:
                     hung.append(err)
                 raise err
-            if not first and chk.kind != "raises":
-                first.append(inp)
+            if chk.kind != "raises" and (not largest or _size(inp) > _size(largest[0])):
+                largest[:] = [inp]
             return out
 
         def body(drawn: Any) -> None:
@@ -403,11 +424,11 @@ class Runner:
         run.examples, run.worst_ratio, run.ill = acc.n, acc.worst, acc.ill
         if run.status == PASS and acc.n == 0:
             run.status, run.message = ERROR, "no example reached the backend: nothing was judged"
-        if run.status == PASS and first:
-            why = nondeterminism(self.backend, first[0], self.timeout)
+        if run.status == PASS and largest:
+            why = nondeterminism(self.backend, largest[0], self.timeout)
             if why:
                 run.status, run.message = FAIL, why
-                self._record_failure(run, chk, first[0])
+                self._record_failure(run, chk, largest[0])
         if hung:
             # a thread stuck in the backend cannot be stopped: call this backend no more
             self.hung = (f"not run: the backend hung earlier in this process ({hung[0].outcome.message}); "
@@ -451,6 +472,17 @@ class Runner:
                     status[API] = r.clause_status.get(c.id, r.status) if r else UNCOVERED
                 out.append(ClauseResult(c.id, vid, c.kind, c.page, c.section, c.text, names, status))
         return out
+
+
+def crash_message(e: BaseException) -> str:
+    """The verdict text for a BaseException out of the backend (SystemExit included)."""
+    if isinstance(e, SystemExit):
+        return f"crashed: exit {e.code if e.code is not None else 0} (the backend raised SystemExit: sys.exit)"
+    return f"crashed: the backend raised {type(e).__name__}, a BaseException: {e}"
+
+
+def _size(inp: StepInput) -> int:
+    return sum(int(np.size(p)) for p in inp.state.params)
 
 
 def progress_line(i: int, n: int, run: CheckRun, elapsed: float) -> str:

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -184,9 +183,11 @@ class Pool:
         return w
 
     def map(self, requests: Iterable[Any], on_failure: Callable[[Any, str], Any],
-            on_done: Callable[[int, Any], None] | None = None) -> list[Any]:
+            on_done: Callable[[int, Any], None] | None = None,
+            settled: Callable[[Any], Any] | None = None) -> list[Any]:
         """Run ("cell", Cell)-style requests across the workers; results in request order.
-        `on_failure(request, text)` turns a hung or crashed worker into that request's result."""
+        `on_failure(request, text)` turns a hung or crashed worker into that request's result;
+        `settled(request)`, asked just before a request is sent, may give its result instead."""
         todo = list(enumerate(requests))
         todo.reverse()
         results: dict[int, Any] = {}
@@ -207,6 +208,12 @@ class Pool:
                             continue
                         self.workers.append(idle[0])
                     i, req = todo.pop()
+                    known = settled(req) if settled else None
+                    if known is not None:
+                        results[i] = known
+                        if on_done:
+                            on_done(i, known)
+                        continue
                     idle[0].submit(req)
                     running[idle[0]] = i
                 if not running:
@@ -337,13 +344,9 @@ def main(argv: list[str]) -> int:
     try:
         _serve(recv, send)
     except BaseException as e:  # noqa: BLE001 - anything at all the backend raises is a verdict
-        if isinstance(e, SystemExit):
-            text = f"exit {e.code if e.code is not None else 0} (the backend raised SystemExit: sys.exit)"
-        else:
-            last = traceback.format_exception_only(type(e), e)[-1].strip()
-            text = f"the backend raised {type(e).__name__}, a BaseException: {last}"
+        from adamconf.runner import crash_message
         with contextlib.suppress(OSError):
-            send.send(("crashed", text))
+            send.send(("crashed", crash_message(e).removeprefix("crashed: ")))
         os._exit(3)
     return 0
 
