@@ -18,10 +18,10 @@ from adamconf.verdicts import BAD, KNOWN, PASS, UNSUPPORTED
 def test_adam(adam_cell: Any, adam_runner: Any, request: Any) -> None:
     """Judge one cell; its verdict maps onto pytest's outcomes: pass, fail, xfail
     (a known deviation, with the finding's summary), skip (unsupported)."""
-    from adamconf.pytest_plugin import statistics
+    from adamconf.pytest_plugin import show_statistics
 
-    with statistics(request.node):
-        run = adam_runner.run_cell(adam_cell)
+    run = adam_runner.run_cell(adam_cell)
+    show_statistics(request.node, run)
     request.node.user_properties.append(("adamconf", json.dumps(_record(run))))
     clauses = adam_runner.clauses_of(adam_cell)
     if run.status == UNSUPPORTED:

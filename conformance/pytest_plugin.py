@@ -14,12 +14,14 @@ import importlib
 import json
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Registers the adamconf-* hypothesis profiles as the plugin loads, before hypothesis's
+# own plugin reads --hypothesis-profile in its pytest_configure.
+from adamconf import profiles as _profiles  # noqa: F401
 
 GATE = Path(__file__).with_name("pytest_gate.py")
 NODE = "adamconf/pytest_gate.py"   # the items' file part, wherever the package is installed
@@ -84,7 +86,8 @@ def pytest_configure(config: Any) -> None:
     out = Path(config.getoption("--adam-out") or tempfile.mkdtemp(prefix="adamconf-"))
     timeout = config.getoption("--adam-timeout")
     kw = dict(profile=opts["profile"], seed=opts["seed"], timeout=timeout,
-              max_examples=config.getoption("--adam-max-examples"), findings_files=config.getoption("--adam-findings"))
+              max_examples=config.getoption("--adam-max-examples"), findings_files=config.getoption("--adam-findings"),
+              statistics=bool(config.getoption("--hypothesis-show-statistics", False)))
     pool = None
     try:
         if config.getoption("--adam-in-process"):
@@ -145,19 +148,12 @@ def adam_runner(request: Any) -> Any:
     return request.config.stash[_STATE]["runner"]
 
 
-@contextmanager
-def statistics(item: Any) -> Iterator[None]:
-    """Hand hypothesis's per-test statistics to its own reporter (--hypothesis-show-statistics)."""
-    if not item.config.getoption("--hypothesis-show-statistics", False):
-        yield
-        return
-    from hypothesis.statistics import collector, describe_statistics
-
-    def note(stats: dict) -> None:
-        stats["nodeid"] = item.nodeid
-        item.hypothesis_statistics = describe_statistics(stats)
-    with collector.with_value(note):
-        yield
+def show_statistics(item: Any, run: Any) -> None:
+    """Hand the cell's hypothesis statistics (gathered where it ran, perhaps in a worker)
+    to hypothesis's own reporter, under the item's node id (--hypothesis-show-statistics)."""
+    if run.statistics:
+        cell = f"{run.variant}-{run.dtype}-{run.check}"
+        item.hypothesis_statistics = run.statistics.replace(cell + ":", item.nodeid + ":", 1)
 
 
 def pytest_runtest_logreport(report: Any) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import shlex
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ class CheckRun:
     seconds: float = 0.0
     finding: str | None = None     # the id of the known deviation this verdict matched
     clause_status: dict[str, str] = field(default_factory=dict)   # API checks: a verdict per clause id
+    statistics: str | None = None  # hypothesis's statistics when asked for (pytest route); not in results.json
 
 
 @dataclass
@@ -162,7 +164,7 @@ class Runner:
                  seed: int | None = None, timeout: float = 10.0, out: Path | None = None,
                  max_examples: int | None = None, log: Callable[[str], None] | None = None,
                  findings_files: Sequence[str | Path] = (), cases_dir: Path | None = None,
-                 executor: Any = None) -> None:
+                 executor: Any = None, statistics: bool = False) -> None:
         self.profile = profiles.profile_name(profile).removeprefix(profiles.PREFIX)
         self.spec, self.backend, self.backend_ref = spec, backend, backend_ref
         self.max_examples = max_examples
@@ -171,6 +173,7 @@ class Runner:
         self.timeout, self.out = timeout, out
         self.cases_dir = cases_dir     # where failing cases are written first (default out/cases)
         self.executor = executor       # an adamconf.worker.Pool, or None to run in this process
+        self.statistics = statistics   # keep hypothesis's statistics on each CheckRun
         self.hung: str | None = None   # in-process only: why this backend is not called again
         self.log = log or (lambda s: None)
         self.findings = findings_mod.for_backend(backend) + [f for p in findings_files for f in findings_mod.load(p)]
@@ -409,7 +412,7 @@ class Runner:
             test = hyp_seed(self.seed)(test)
         run = CheckRun(chk.name, variant.id, dtype, PASS, k)
         try:
-            with profiles.fixed_constants():
+            with profiles.fixed_constants(), self._statistics(run):
                 test()
         except CaseFailed as e:
             run.status, run.message = FAIL, e.outcome.message
@@ -436,6 +439,20 @@ class Runner:
         run.histogram = acc.hist.tolist()
         run.seconds = time.perf_counter() - t0
         return run
+
+    @contextmanager
+    def _statistics(self, run: CheckRun) -> Iterator[None]:
+        """Keep hypothesis's statistics of this check on the record, when asked for."""
+        if not self.statistics:
+            yield
+            return
+        from hypothesis.statistics import collector, describe_statistics
+
+        def note(stats: dict) -> None:
+            stats["nodeid"] = f"{run.variant}-{run.dtype}-{run.check}"
+            run.statistics = describe_statistics(stats)
+        with collector.with_value(note):
+            yield
 
     def _record_failure(self, run: CheckRun, chk: Check, inp: StepInput) -> None:
         run.example = cases.describe(inp)
@@ -517,7 +534,7 @@ def as_dict(run: RunResult) -> dict[str, Any]:
         "examples": run.examples, "variants": run.variants, "dtypes": run.dtypes, "seconds": round(run.seconds, 3),
         "environment": run.environment, "backend_versions": run.backend_versions,
         "interrupted": run.interrupted, "verdicts": list(VERDICTS), "bins": [str(b) for b in BINS],
-        "checks": [dataclasses.asdict(c) for c in run.checks],
+        "checks": [{k: v for k, v in dataclasses.asdict(c).items() if k != "statistics"} for c in run.checks],
         "clauses": [dataclasses.asdict(c) for c in run.clauses],
         "findings": run.findings, "flushes_denormals": run.flushes_denormals,
         "summary": summary(run),

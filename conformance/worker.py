@@ -285,7 +285,8 @@ def _serve(recv: Connection, send: Connection) -> None:
     runner = Runner(load_spec(), backend, config["backend"], profile=config["profile"], seed=config["seed"],
                     timeout=config["timeout"], out=Path(config["out"]) if config["out"] else None,
                     max_examples=config["max_examples"], findings_files=config["findings_files"],
-                    cases_dir=Path(config["cases_dir"]) if config["cases_dir"] else None)
+                    cases_dir=Path(config["cases_dir"]) if config["cases_dir"] else None,
+                    statistics=config.get("statistics", False))
     while True:
         try:
             req = recv.recv()

@@ -107,7 +107,7 @@ def test_a_printed_replay_command_runs_as_printed(user_dir):
 
 def test_nothing_judged_is_a_usage_error_not_a_pass(user_dir):
     r = _sh("adamconf check --backend my_adam:MyAdam --variant tf1 --out out", user_dir)
-    assert r.returncode == 2 and "nothing was judged" in r.stderr, r.stdout + r.stderr
+    assert r.returncode == 2 and "nothing to judge" in r.stderr, r.stdout + r.stderr
     assert "variants = ('keras3',)" in r.stderr
 
 
