@@ -12,6 +12,7 @@ GROUP = "adamconf.backends"
 BUNDLED = {
     "numpy": "adamconf.backends.numpy_backend:NumpyBackend",
     "tensorflow": "adamconf.backends.tensorflow_backend:TensorFlowBackend",
+    "gpu": "adamconf.backends.gpu_backend:GpuBackend",
 }
 
 
