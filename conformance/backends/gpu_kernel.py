@@ -23,7 +23,9 @@ variants do, after every operation, in the parameter dtype:
   both). The integer rounding is exact on the device too, so CPU and GPU run one kernel.
 
 Without a CUDA device the kernel runs in Triton's interpreter (TRITON_INTERPRET=1,
-set here before the kernel is defined) on CPU tensors: slow, but the same code.
+set here before the kernel is defined) on CPU tensors: slow, but the same code. The
+kernel calls no jit function of Triton's standard library (tl.zeros_like and the like):
+those stay compiled-mode objects when triton was imported before the switch was set.
 """
 from __future__ import annotations
 
@@ -64,22 +66,16 @@ def block_for(n: int) -> int:
 
 
 @triton.jit
-def _bf16_round(x):
-    """float32 -> nearest bfloat16 (ties to even), returned as float32; NaN stays NaN."""
-    bits = x.to(tl.uint32, bitcast=True)
-    lsb = (bits >> 16) & 1
-    r = (bits + 0x7FFF + lsb) & 0xFFFF0000
-    r = tl.where(x != x, 0x7FC00000, r)  # noqa: PLR0124 - x != x is the NaN test
-    return r.to(tl.float32, bitcast=True)
-
-
-@triton.jit
 def _rnd(x, HALF: tl.constexpr):
-    """Round a computed value to the parameter dtype (kept in the compute type)."""
+    """Round a computed value to the parameter dtype (kept in the compute type). bfloat16:
+    round-to-nearest-even on the float32 bits; NaN stays NaN."""
     if HALF == 1:
         return x.to(tl.float16).to(tl.float32)
     elif HALF == 2:
-        return _bf16_round(x)
+        bits = x.to(tl.uint32, bitcast=True)
+        r = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        r = tl.where(x != x, 0x7FC00000, r)  # noqa: PLR0124 - x != x is the NaN test
+        return r.to(tl.float32, bitcast=True)
     else:
         return x
 
@@ -133,7 +129,7 @@ def _adam_kernel(p_ptr, m_ptr, v_ptr, vh_ptr, g_ptr, gsq_ptr, ema_ptr, coef_ptr,
                  BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
-    zero = offs * 0                            # (tl.zeros_like is a stdlib jit function: see _bf16_round)
+    zero = offs * 0                            # not tl.zeros_like (see the module doc)
     # the per-step scalars, in COEF order
     omb1 = _load(coef_ptr, zero + 0, mask, HALF)
     omb2 = _load(coef_ptr, zero + 1, mask, HALF)
