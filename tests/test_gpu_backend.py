@@ -150,7 +150,7 @@ def test_the_step_leaves_its_inputs_alone(gpu):
 @needs_extra
 def test_declared_variants_and_refusals(gpu):
     assert tuple(gpu.variants) == TF_VARIANTS
-    assert set(gpu.versions()) == {"torch", "triton", "device"}
+    assert set(gpu.versions()) == {"torch", "triton", "device", "fp_fusion"}
     assert "epsilon-hat" in gpu.unsupported("torch", "float32", frozenset())
     assert "norm clipping" in gpu.unsupported("keras3", "float32", frozenset({"clipnorm"}))
     assert gpu.unsupported("keras3", "float16", frozenset({"amsgrad", "clipvalue", "ema", "sparse"})) is None

@@ -45,7 +45,7 @@ from adamconf.reference.state import (
 from adamconf.spec import load_spec
 from adamconf.spec.model import Variant
 
-__all__ = ["FEATURES", "GpuBackend", "variants_from_spec"]
+__all__ = ["FEATURES", "GpuBackend", "GpuNoFmaBackend", "variants_from_spec"]
 
 # What this backend implements of the spec's FEATURES (see the module doc).
 FEATURES = frozenset({"amsgrad", "clipvalue", "weight_decay", "ema", "sparse", "decay",
@@ -89,11 +89,13 @@ def _coef(sc: StepScalars, clip: np.generic | None, dtype: str) -> torch.Tensor:
 
 
 class GpuBackend:
-    """The TF-family variants' dense step as one fused Triton kernel per tensor."""
+    """The TF-family variants' dense step as one fused Triton kernel per tensor; the GPU
+    compiler may contract multiply-adds into FMAs, as GPU compilers do by default."""
 
     name = "gpu"
     dtypes = DTYPES
     features = FEATURES
+    fp_fusion = True
 
     def __init__(self) -> None:
         self.variants = variants_from_spec()
@@ -101,7 +103,8 @@ class GpuBackend:
 
     def versions(self) -> dict[str, str]:
         where = "triton interpreter on CPU" if K.INTERPRETED else torch.cuda.get_device_name()
-        return {"torch": torch.__version__, "triton": K.TRITON_VERSION, "device": where}
+        return {"torch": torch.__version__, "triton": K.TRITON_VERSION, "device": where,
+                "fp_fusion": str(self.fp_fusion and not K.INTERPRETED)}
 
     def unsupported(self, variant: str, dtype: str, features: Collection[str]) -> str | None:
         if variant not in self.variants:
@@ -163,7 +166,8 @@ class GpuBackend:
                 e_in = dev(fields["ema"][i])
                 ema = (e_in, torch.empty_like(e_in))
             K.launch(dtype, coef, *ins, dev(g), outs, vhat=vhat, ema=ema, overwrite=overwrite,
-                     gsq=None if gsq is None else dev(gsq), clip=clip_here, weight_decay=sc.wd is not None)
+                     gsq=None if gsq is None else dev(gsq), clip=clip_here, weight_decay=sc.wd is not None,
+                     fp_fusion=self.fp_fusion)
             shape = p.shape
             for k, t in zip(("params", "m", "v"), outs):
                 out[k].append(_to_numpy(t, dtype, shape))
@@ -242,3 +246,11 @@ class GpuBackend:
         out["v"].append(fields["v"][i].copy())
         if out["vhat"] is not None:
             out["vhat"].append(fields["vhat"][i].copy())
+
+
+class GpuNoFmaBackend(GpuBackend):
+    """The same kernel compiled without multiply-add contraction: every operation rounds
+    once, as on the CPU, so the device's results equal the numpy backend's bit for bit."""
+
+    name = "gpu-nofma"
+    fp_fusion = False

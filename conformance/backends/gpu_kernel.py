@@ -11,8 +11,9 @@ Rounding is the point of a conformance backend, so the kernel rounds the way the
 variants do, after every operation, in the parameter dtype:
 - float32 and float64 compute natively; division and the float32 square root use the
   IEEE round-to-nearest forms (`div_rn`, `sqrt_rn`), not the fast approximations
-  Triton emits for `/` and `sqrt` on NVIDIA. A GPU compiler may still contract a
-  multiply and an add into one fused multiply-add; the gate's bound admits that.
+  Triton emits for `/` and `sqrt` on NVIDIA. With `fp_fusion` the GPU compiler
+  contracts multiply-adds into FMAs (the gate's bound admits that); without it the
+  device's results equal the numpy backend's bit for bit.
 - float16 and bfloat16 compute each operation in float32 and round the result to the
   dtype before the next one. Float32 carries 24 bits, at least 2p + 2 for both, so
   this double rounding equals one correct rounding for + - * / and sqrt.
@@ -180,19 +181,24 @@ def launch(dtype: str, coef: torch.Tensor, p: torch.Tensor, m: torch.Tensor, v: 
            g: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *,
            vhat: tuple[torch.Tensor, torch.Tensor] | None = None,
            ema: tuple[torch.Tensor, torch.Tensor] | None = None, overwrite: bool = False,
-           gsq: torch.Tensor | None = None, clip: bool = False, weight_decay: bool = False) -> None:
+           gsq: torch.Tensor | None = None, clip: bool = False, weight_decay: bool = False,
+           fp_fusion: bool = True) -> None:
     """One fused step over flat, contiguous tensors of one dtype on `device()`.
 
     `out` receives (param, m, v); `vhat` and `ema` are (input, output) pairs when AMSGrad
     or the EMA is on. Outputs may alias inputs (an in-place step). `coef` holds the
-    scalars in COEF order, in the parameter dtype."""
+    scalars in COEF order, in the parameter dtype. `fp_fusion` lets the GPU compiler
+    contract a multiply and an add into one FMA (float32 and float64, and float16, whose
+    float32 round trips LLVM folds into native half operations); it is passed explicitly
+    because Triton's default changes in 3.10. The interpreter never fuses."""
     n = p.numel()
     if n == 0:
         return
     block = block_for(n)
     vh_in, vh_out = vhat if vhat is not None else (p, p)   # unused pointers when off
     ema_in, ema_out = ema if ema is not None else (p, p)
-    extra = {} if INTERPRETED else {"enable_reflect_ftz": False}   # keep subnormals in libdevice too
+    # keep subnormals in libdevice too (Triton flushes them there by default)
+    extra = {} if INTERPRETED else {"enable_reflect_ftz": False, "enable_fp_fusion": fp_fusion}
     _adam_kernel[(triton.cdiv(n, block),)](
         p, m, v, vh_in, g, g if gsq is None else gsq, ema_in, coef,
         out[0], out[1], out[2], vh_out, ema_out, n,
