@@ -258,3 +258,44 @@ def test_ci_gate_passes_through_the_interpreter(tmp_path):
         assert status[("tf1", dtype, "trajectory")] == "pass"
     unsupported = {k[2] for k, s in status.items() if s == "unsupported"}
     assert unsupported == {"clipnorm", "global_clipnorm", "clip-exclusive"}
+
+
+# -- the compiled kernel, without a GPU ---------------------------------------------------------
+
+_PTX_SCRIPT = """
+import json, os, sys
+os.environ["TRITON_INTERPRET"] = "0"
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from adamconf.backends import gpu_kernel as K
+fn, names, out = K._adam_kernel, K._adam_kernel.arg_names, {}
+ptr = {"float32": "*fp32", "float64": "*fp64", "float16": "*fp16", "bfloat16": "*bf16"}
+for dtype, fusion in json.loads(sys.argv[1]):
+    const = dict(CLIP=True, WD=True, GSQ=False, AMSGRAD=True, EMA=True, OVERWRITE=True, HALF=K.HALF[dtype], BLOCK=1024)
+    sig = {n: ptr[dtype] for n in names if n.endswith("_ptr")}
+    sig.update(n="i64", **{k: "constexpr" for k in const})
+    src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()})
+    opts = {"enable_reflect_ftz": False, "enable_fp_fusion": fusion}
+    out[f"{dtype}-{fusion}"] = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts).asm["ptx"]
+print(json.dumps(out))
+"""
+
+
+@needs_extra
+def test_compiled_for_hopper_the_kernel_uses_ieee_division_and_square_root():
+    """Triton compiles for sm_90 without a GPU (its wheel carries ptxas): the PTX must use
+    the IEEE forms (div.rn, sqrt.rn), no approximations and no flush-to-zero; without fp
+    fusion it has no FMA, so each operation rounds once, as on the CPU."""
+    cases = [[d, True] for d in DTYPES] + [["float32", False], ["float16", False]]
+    r = subprocess.run([sys.executable, "-c", _PTX_SCRIPT, json.dumps(cases)], check=False,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ptx = json.loads(r.stdout.splitlines()[-1])
+    for key, code in ptx.items():
+        assert "div.rn" in code and "sqrt.rn" in code, key
+        for bad in ("div.full", "div.approx", "sqrt.approx", ".ftz"):
+            assert bad not in code, (key, bad)
+    assert "fma.rn" in ptx["float32-True"]                # what a GPU compiler does by default
+    assert "fma" not in ptx["float32-False"] and "fma" not in ptx["float16-False"]
+    assert "fma" not in ptx["bfloat16-True"]              # integer rounding leaves nothing to contract
