@@ -32,13 +32,13 @@ try:
 except ImportError as e:
     raise ImportError(f"the gpu backend needs torch and triton: pip install -e '.[gpu]' ({e})") from None
 
-from adamconf.backends.numpy_backend import _ALL_NONE, _densify, _slices
+from adamconf.backends.numpy_backend import _densify, _slices
+from adamconf.backends.step_inputs import asked_features, check_gradient_count
 from adamconf.backends.step_scalars import StepScalars, held, step_scalars
 from adamconf.reference.state import (
     DTYPES,
     AdamState,
     Hyper,
-    Schedule,
     SparseGrad,
     np_dtype,
 )
@@ -132,11 +132,8 @@ class GpuBackend:
         v = self._spec.variant(variant)
         T = np_dtype(dtype)
         n = len(state.params)
-        if len(grads) != n:
-            raise ValueError(f"{len(grads)} gradients for {n} parameters; give one gradient (or None) per parameter")
-        if all(g is None for g in grads):
-            raise ValueError(_ALL_NONE)
-        reason = self.unsupported(variant, dtype, self._asked(hyper, grads))
+        check_gradient_count(state, grads)
+        reason = self.unsupported(variant, dtype, asked_features(hyper, grads))
         if reason:
             raise ValueError(reason)
         if hyper.clipvalue is not None and not hyper.clipvalue > 0:
@@ -177,16 +174,6 @@ class GpuBackend:
                 out["ema"].append(_to_numpy(ema[1], dtype, shape) if ema else fields["ema"][i].copy())
         b1p, b2p = sc.next_powers
         return AdamState(out["params"], out["m"], out["v"], state.iterations + 1, out["vhat"], b1p, b2p, out["ema"])
-
-    @staticmethod
-    def _asked(hyper: Hyper, grads: list) -> set[str]:
-        asked = set(hyper.features())
-        if any(isinstance(g, SparseGrad) for g in grads):
-            asked.add("sparse")
-        if any(callable(x) and not isinstance(x, Schedule)
-               for x in (hyper.learning_rate, hyper.beta_1, hyper.beta_2, hyper.epsilon)):
-            asked.add("callable_hyper")
-        return asked
 
     @staticmethod
     def _fields(state: AdamState, T: np.dtype, n: int, hyper: Hyper) -> dict[str, list | None]:
