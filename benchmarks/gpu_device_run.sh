@@ -2,7 +2,8 @@
 # One prepared run of the GPU backend on a CUDA machine (the device tool's nvidia-h200:
 # Python 3.12 with its own torch and triton, no network, no gmpy2). It
 #   1. installs gmpy2 from a carried wheel and adamconf itself without dependencies,
-#   2. runs the GPU tests that hold on a device (bfloat16 rounding, declarations, sparse),
+#   2. runs the GPU tests on the device (gpu-nofma equal to the numpy backend bit for bit,
+#      bfloat16 rounding, declarations, sparse, the PTX),
 #   3. runs the ci gate on every TF variant and dtype: adamconf check --backend gpu --profile ci,
 #   4. times one float32 step at 2^24 and 2^28 elements against torch's fused Adam and the
 #      copy floor, and compares the device's results with the numpy backend's.
