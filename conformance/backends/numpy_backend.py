@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from adamconf.backends.step_inputs import asked_features, check_gradient_count
 from adamconf.reference.state import DTYPES, AdamState, Hyper, Schedule, SparseGrad, np_dtype
 
 __all__ = ["NumpyBackend", "RULES", "VARIANTS", "VARIANT_FEATURES", "FEATURES", "Rules"]
@@ -127,7 +128,6 @@ RULES: dict[str, Rules] = {
 #   gets v += (g1^2 + g2^2 - v) * (1 - b2) rather than (g1 + g2)^2 (sparse "keras3-tf";
 #   "densify" gives the dense-equivalent rule of the brief).
 
-_ALL_NONE = "No gradients provided for any variable"
 
 # Tuning of the dense path (float32, 2 cores): elements per chunk come from a byte
 # budget per array, arrays below PARALLEL_MIN elements run on the calling thread.
@@ -671,18 +671,9 @@ class NumpyBackend:
         T = np_dtype(dtype)
         grads = list(grads)
         n = len(state.params)
-        if len(grads) != n:
-            raise ValueError(f"{len(grads)} gradients for {n} parameters; give one gradient (or None) per parameter")
-        if all(g is None for g in grads):
-            raise ValueError(_ALL_NONE)
+        check_gradient_count(state, grads)
         _clip_conflict(variant, hyper)
-        asked = set(hyper.features())
-        if any(isinstance(g, SparseGrad) for g in grads):
-            asked.add("sparse")
-        if any(callable(x) and not isinstance(x, Schedule)
-               for x in (hyper.learning_rate, hyper.beta_1, hyper.beta_2, hyper.epsilon)):
-            asked.add("callable_hyper")
-        reason = self.unsupported(variant, dtype, asked)
+        reason = self.unsupported(variant, dtype, asked_features(hyper, grads))
         if reason:
             raise ValueError(reason)
         r = RULES[variant]
