@@ -12,6 +12,9 @@ GROUP = "adamconf.backends"
 BUNDLED = {
     "numpy": "adamconf.backends.numpy_backend:NumpyBackend",
     "tensorflow": "adamconf.backends.tensorflow_backend:TensorFlowBackend",
+    "torch": "adamconf.backends.torch_backend:TorchBackend",
+    "torch-foreach": "adamconf.backends.torch_backend:TorchForeachBackend",
+    "torch-fused": "adamconf.backends.torch_backend:TorchFusedBackend",
 }
 
 

@@ -110,6 +110,7 @@ class _Scalars:
             raise ReferenceError(f"unknown hyperparameter mode {mode!r}; use one of {', '.join(MODES)}")
         self.variant, self.dtype, self.mode = variant, dtype, mode
         self.daz = fmt(dtype) if flush else None
+        self.compute = compute_dtype(variant, dtype)
 
     def _holder(self, kind: str) -> str:
         """Where a hyperparameter is held before it meets the parameters: lr and eps per
@@ -118,15 +119,16 @@ class _Scalars:
         v = self.variant
         h = {"lr": v.lr_dtype, "eps": v.eps_dtype or v.hyper_dtype, "beta": v.hyper_dtype,
              "power": v.power_dtype or v.hyper_dtype, "aux": v.aux_dtype}.get(kind, "param")
-        return self.dtype if h == "param" else h
+        return self.compute if h == "param" else h
 
     def primary(self, x: float, kind: str = "beta") -> Tracked:
-        """A hyperparameter as held by the variant, then cast to the parameter dtype."""
+        """A hyperparameter as held by the variant, then cast to the dtype it meets the
+        tensors in (spec field compute_dtype)."""
         holder = self._holder(kind)
         if self.mode == "rounded":
-            r = _round_to(_round_to(x, holder), self.dtype)
+            r = _round_to(_round_to(x, holder), self.compute)
             return const(r, float(daz_scale(r, self.daz)))
-        cast = abs(x) if holder != self.dtype else 0.0
+        cast = abs(x) * _u_ratio(self.compute, self.dtype) if holder != self.compute else 0.0
         return const(decimal_of(x), abs(x) * _u_ratio(holder, self.dtype) + cast)
 
     def one_minus(self, beta: float, A: Arith) -> Tracked:
@@ -139,8 +141,8 @@ class _Scalars:
         """1 - x formed in Python double and then cast to the parameter dtype."""
         c = 1.0 - float(x)
         if self.mode == "rounded":
-            return const(_round_to(c, self.dtype))
-        return const(1 - decimal_of(x), abs(c))
+            return const(_round_to(c, self.compute))
+        return const(1 - decimal_of(x), abs(c) * _u_ratio(self.compute, self.dtype))
 
     def power_base(self, beta: float) -> Tracked:
         """The beta that beta**t is formed from (torch forms bias corrections in double)."""
@@ -149,6 +151,13 @@ class _Scalars:
                 return const(float(beta))
             return const(decimal_of(beta), abs(beta) * _u_ratio("float64", self.dtype))
         return self.primary(beta, "power")
+
+
+def compute_dtype(variant: Variant, dtype: str) -> str:
+    """The dtype scalars meet the tensors in: float32 for half tensors under "opmath"."""
+    if variant.compute_dtype == "opmath" and dtype in ("float16", "bfloat16"):
+        return "float32"
+    return dtype
 
 
 # -- the step ---------------------------------------------------------------------
@@ -333,7 +342,8 @@ def _scale_by_norm(A: Arith, g: Tracked, norm: Tracked, c: Tracked) -> Tracked:
 def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: list[Grad],
           mode: str, flush: Collection[str] = ()) -> StepResult:
     _validate(variant, hyper, st, grads)
-    A = Arith(dtype, dtype in flush)
+    # scalars held off the dtype's grid make even additions round in its subnormal range
+    A = Arith(dtype, dtype in flush, off_grid=compute_dtype(variant, dtype) != dtype)
     sc = _Scalars(variant, dtype, mode, dtype in flush)
     t = st.iterations + 1
     notes: list[str] = []
@@ -404,6 +414,8 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
             if av is not None:
                 out.ema.append(av2)
             continue
+        if hyper.maximize:   # torch: the gradient is negated before anything else
+            g = A.neg(g)
         if wd is not None and variant.weight_decay == "l2":
             g = A.add(g, A.mul(wd, p))
         if wd is not None and variant.weight_decay == "decoupled":

@@ -17,6 +17,11 @@ BETA_POWERS = ("accumulated", "pow")
 HYPER_DTYPES = ("float32", "param", "float64")
 LR_DTYPES = HYPER_DTYPES
 ONE_MINUS_BETA = ("in-dtype", "double-then-cast")
+# What a held scalar is cast to when it meets the tensors: "param" = the parameter dtype;
+# "opmath" = float32 for float16 and bfloat16 tensors (the kernels compute in float32
+# and round once per tensor they write), the parameter dtype otherwise (PyTorch's CPU
+# kernels, at::opmath_type).
+COMPUTE_DTYPES = ("param", "opmath")
 AMSGRAD_FORMS = ("none", "raw-max", "torch", "optax")
 CLIP_POLICIES = ("none", "sequential", "first-of", "exclusive")
 WEIGHT_DECAY_FORMS = ("none", "decoupled", "l2")
@@ -28,7 +33,7 @@ LR_ALIAS = ("none", "alias", "ignored", "error")
 FEATURES = (
     "amsgrad", "sparse", "clipnorm", "clipvalue", "global_clipnorm", "decay",
     "callable_hyper", "schedule", "ema", "weight_decay", "adaptive_epsilon",
-    "eps_root", "use_locking", "global_step", "mesh", "jit_compile",
+    "eps_root", "use_locking", "global_step", "mesh", "jit_compile", "maximize",
 )
 CLAUSE_KINDS = ("numeric", "default", "api", "error")
 # The middle part of a clause id <page-id>.<area>.<promise>.
@@ -103,7 +108,8 @@ class Variant:
     power_dtype: str = ""       # HYPER_DTYPES: where the beta that beta**t is formed from is held ("" = hyper_dtype)
     aux_dtype: str = "param"    # HYPER_DTYPES: where decay and weight_decay are held
     ema_one_minus: str = "in-dtype"  # ONE_MINUS_BETA: how 1 - ema_momentum is formed
-    sparse_clip: str = "summed"      # SPARSE_CLIP: clipping sees raw slices or duplicates summed  # **kwargs the constructor accepts besides arguments
+    sparse_clip: str = "summed"      # SPARSE_CLIP: clipping sees raw slices or duplicates summed
+    compute_dtype: str = "param"     # COMPUTE_DTYPES: what scalars are cast to when they meet the tensors  # **kwargs the constructor accepts besides arguments
 
     def argument(self, canonical: str) -> Argument | None:
         """The argument with this canonical name, or None when the API lacks it."""
