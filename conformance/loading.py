@@ -15,6 +15,8 @@ BUNDLED = {
     "torch": "adamconf.backends.torch_backend:TorchBackend",
     "torch-foreach": "adamconf.backends.torch_backend:TorchForeachBackend",
     "torch-fused": "adamconf.backends.torch_backend:TorchFusedBackend",
+    "optax": "adamconf.backends.optax_backend:OptaxBackend",
+    "optax-jit": "adamconf.backends.optax_backend:OptaxJitBackend",
 }
 
 

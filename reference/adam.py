@@ -145,12 +145,17 @@ class _Scalars:
         return const(1 - decimal_of(x), abs(c) * _u_ratio(self.compute, self.dtype))
 
     def power_base(self, beta: float) -> Tracked:
-        """The beta that beta**t is formed from (torch forms bias corrections in double)."""
-        if self.variant.hyper_dtype == "float64":
-            if self.mode == "rounded":
-                return const(float(beta))
-            return const(decimal_of(beta), abs(beta) * _u_ratio("float64", self.dtype))
-        return self.primary(beta, "power")
+        """The beta that beta**t is formed from. Where the power is formed wider than the
+        dtype (torch: Python doubles; optax: "opmath") only the bias correction is cast,
+        so beta is not rounded to the dtype first."""
+        holder = self.variant.power_dtype or self.variant.hyper_dtype
+        if holder == "opmath":
+            holder = "float32" if self.dtype in ("float16", "bfloat16") else self.dtype
+        elif holder != "float64":
+            return self.primary(beta, "power")
+        if self.mode == "rounded":
+            return const(_round_to(beta, holder))
+        return const(decimal_of(beta), abs(beta) * _u_ratio(holder, self.dtype))
 
 
 def compute_dtype(variant: Variant, dtype: str) -> str:
@@ -364,7 +369,8 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
         next_p1 = f32.mul(acc1, _f32_beta(sc, hyper.beta_1))
         next_p2 = f32.mul(acc2, _f32_beta(sc, hyper.beta_2))
     else:
-        tt = t if mode == "decimal" or variant.hyper_dtype == "float64" else _round_to(t, dtype)
+        count_exact = variant.hyper_dtype == "float64" or variant.power_dtype in ("float64", "opmath")
+        tt = t if mode == "decimal" or count_exact else _round_to(t, dtype)
         if tt != t:
             notes.append(f"step count {t} is held as {tt:g} in {dtype}")
         p1 = _pow(A, sc.power_base(hyper.beta_1), tt)

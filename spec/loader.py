@@ -217,7 +217,7 @@ def _load_variant(f: _File) -> Variant:
         zero_epsilon=_choice(f, data, "zero_epsilon", model.ZERO_EPSILON, "kept"),
         eps_dtype=_choice(f, data, "eps_dtype", model.HYPER_DTYPES, data.get("hyper_dtype", "")),
         ema_first_step=_choice(f, data, "ema_first_step", model.EMA_FIRST_STEP, "average"),
-        power_dtype=_choice(f, data, "power_dtype", model.HYPER_DTYPES, data.get("hyper_dtype", "")),
+        power_dtype=_choice(f, data, "power_dtype", model.POWER_DTYPES, data.get("hyper_dtype", "")),
         aux_dtype=_choice(f, data, "aux_dtype", model.HYPER_DTYPES, "param"),
         ema_one_minus=_choice(f, data, "ema_one_minus", model.ONE_MINUS_BETA, "in-dtype"),
         sparse_clip=_choice(f, data, "sparse_clip", model.SPARSE_CLIP, "summed"),

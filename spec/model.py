@@ -15,6 +15,10 @@ BETA_POWERS = ("accumulated", "pow")
 # "float32" = a float32 tensor; "param" = straight from the Python double to the
 # parameter dtype; "float64" = kept as Python doubles (torch's bias corrections).
 HYPER_DTYPES = ("float32", "param", "float64")
+# beta**t may also be formed at "opmath": float32 for float16 and bfloat16 parameters,
+# the parameter dtype otherwise, with only the bias correction cast (optax, whose
+# weak-typed beta meets an integer count in JAX's default float type).
+POWER_DTYPES = HYPER_DTYPES + ("opmath",)
 LR_DTYPES = HYPER_DTYPES
 ONE_MINUS_BETA = ("in-dtype", "double-then-cast")
 # What a held scalar is cast to when it meets the tensors: "param" = the parameter dtype;
@@ -105,7 +109,7 @@ class Variant:
     zero_epsilon: str = "kept"  # ZERO_EPSILON: what the constructor does with epsilon 0 or None
     eps_dtype: str = ""         # HYPER_DTYPES; "" means the same as hyper_dtype
     ema_first_step: str = "average"  # EMA_FIRST_STEP: "copy" when the first update just copies
-    power_dtype: str = ""       # HYPER_DTYPES: where the beta that beta**t is formed from is held ("" = hyper_dtype)
+    power_dtype: str = ""       # POWER_DTYPES: where the beta that beta**t is formed from is held ("" = hyper_dtype)
     aux_dtype: str = "param"    # HYPER_DTYPES: where decay and weight_decay are held
     ema_one_minus: str = "in-dtype"  # ONE_MINUS_BETA: how 1 - ema_momentum is formed
     sparse_clip: str = "summed"      # SPARSE_CLIP: clipping sees raw slices or duplicates summed
