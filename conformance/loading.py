@@ -17,6 +17,8 @@ BUNDLED = {
     "torch-fused": "adamconf.backends.torch_backend:TorchFusedBackend",
     "optax": "adamconf.backends.optax_backend:OptaxBackend",
     "optax-jit": "adamconf.backends.optax_backend:OptaxJitBackend",
+    "keras3-jax": "adamconf.backends.keras3_backend:Keras3JaxBackend",
+    "keras3-torch": "adamconf.backends.keras3_backend:Keras3TorchBackend",
 }
 
 
