@@ -245,7 +245,8 @@ def _learning_rate(sc: _Scalars, A: Arith, hyper: Hyper, iterations: int) -> Tra
         val, roundings = _schedule_exact(lr, iterations)
         held = _u_ratio(sc._holder("lr"), sc.dtype)
         ratio = max(held, _u_ratio("float32", sc.dtype))
-        t = const(val, abs(float(val)) * (roundings * ratio + held + 1))
+        # under flush-to-zero a value below the normal range may be read as 0
+        t = const(val, abs(float(val)) * (roundings * ratio + held + 1) + float(daz_scale(float(val), sc.daz)))
     else:
         t = sc.primary(float(lr), "lr")
     if hyper.decay:

@@ -102,8 +102,9 @@ class _Keras3Backend:
 
     def __init__(self) -> None:
         if importlib.util.find_spec("keras") is None or importlib.util.find_spec(self.keras_backend) is None:
+            extras = "jax" if self.keras_backend == "jax" else "torch,jax"
             raise ImportError(f"keras3-{self.keras_backend} needs keras and {self.keras_backend}: "
-                              f"pip install -e '.[{'jax' if self.keras_backend == 'jax' else 'torch'}]' keras")
+                              f"pip install -e '.[{extras}]'")
         self._keras = keras_module(self.keras_backend)
         self._cache: OrderedDict[Any, _Entry] = OrderedDict()
 
