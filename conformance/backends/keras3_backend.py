@@ -28,6 +28,7 @@ from typing import Any, Collection, Sequence
 import numpy as np
 
 from adamconf.backends.tensorflow_backend import _new_optimizer_kwargs, _schedule
+from adamconf.backends.foreign import check_step
 from adamconf.reference.state import DTYPES, AdamState, Hyper, Schedule, SparseGrad, np_dtype
 
 __all__ = ["Keras3JaxBackend", "Keras3TorchBackend", "keras_module"]
@@ -120,14 +121,9 @@ class _Keras3Backend:
 
     def step(self, variant: str, dtype: str, hyper: Hyper, state: AdamState, grads: Sequence) -> AdamState:
         """One real apply_gradients from `state`; the inputs are left untouched."""
-        grads = list(grads)
-        if variant != "keras3":
-            raise ValueError(f"unknown variant {variant!r}; {self.name} implements keras3")
+        grads = check_step(self, variant, hyper, state, grads)
         if any(isinstance(g, SparseGrad) for g in grads):
             raise ValueError(f"{self.name}: IndexedSlices gradients exist only on Keras's TensorFlow backend")
-        lacking = sorted(hyper.features() - self.features)
-        if lacking:
-            raise ValueError(f"{self.name} does not implement {', '.join(lacking)}")
         shapes = tuple(tuple(np.shape(p)) for p in state.params)
         with _lock, self._context(dtype), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -29,6 +29,7 @@ from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 
+from adamconf.backends.foreign import check_step
 from adamconf.reference.state import DTYPES, AdamState, Hyper, Schedule, np_dtype
 
 __all__ = ["OptaxBackend", "OptaxJitBackend", "JAX_MISSING"]
@@ -133,14 +134,7 @@ class OptaxBackend:
     def step(self, variant: str, dtype: str, hyper: Hyper, state: AdamState, grads: Sequence) -> AdamState:
         """One real update from `state`; the inputs are left untouched."""
         jax, jnp, _ = _modules()
-        grads = list(grads)
-        if variant != "optax":
-            raise ValueError(f"unknown variant {variant!r}; the {self.name} backend implements optax")
-        if len(grads) != len(state.params):
-            raise ValueError(f"{len(grads)} gradients for {len(state.params)} parameters")
-        lacking = sorted(hyper.features() - self.features)
-        if lacking:
-            raise ValueError(f"{self.name} does not implement {', '.join(lacking)}")
+        grads = check_step(self, variant, hyper, state, grads)
         if all(g is None for g in grads):
             raise ValueError("no gradient for any parameter")
         T = np_dtype(dtype)

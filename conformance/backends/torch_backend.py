@@ -23,6 +23,7 @@ from typing import Any, Collection, Sequence
 
 import numpy as np
 
+from adamconf.backends.foreign import check_step
 from adamconf.reference.state import DTYPES, AdamState, Hyper, SparseGrad, np_dtype
 
 __all__ = ["TorchBackend", "TorchForeachBackend", "TorchFusedBackend", "TORCH_MISSING"]
@@ -94,14 +95,7 @@ class TorchBackend:
     def step(self, variant: str, dtype: str, hyper: Hyper, state: AdamState, grads: Sequence) -> AdamState:
         """One real `optimizer.step()` from `state`; the inputs are left untouched."""
         torch = _torch()
-        grads = list(grads)
-        if variant != "torch":
-            raise ValueError(f"unknown variant {variant!r}; the {self.name} backend implements torch")
-        if len(grads) != len(state.params):
-            raise ValueError(f"{len(grads)} gradients for {len(state.params)} parameters")
-        lacking = sorted(hyper.features() - self.features)
-        if lacking:
-            raise ValueError(f"{self.name} does not implement {', '.join(lacking)}")
+        grads = check_step(self, variant, hyper, state, grads)
         dev = self.device
         params = [to_tensor(p, dtype, dev) for p in state.params]
         opt = self.make(params, hyper)
