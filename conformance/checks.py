@@ -30,11 +30,14 @@ class Check:
     covers: tuple[str, ...] = field(default_factory=tuple)
     dtypes: tuple[str, ...] | None = None  # None: every dtype
     clip_policies: tuple[str, ...] | None = None  # None: any policy
+    families: tuple[str, ...] | None = None  # None: every spec family (tf, foreign)
 
     def applies_to(self, variant: Variant, dtype: str | None = None) -> bool:
         if dtype is not None and self.dtypes is not None and dtype not in self.dtypes:
             return False
         if self.clip_policies is not None and variant.clip_policy not in self.clip_policies:
+            return False
+        if self.families is not None and variant.family not in self.families:
             return False
         return self.features <= variant.features
 
@@ -118,7 +121,9 @@ CHECKS: dict[str, Check] = {c.name: c for c in [
     Check("none-grad", "step", frozenset(), "a variable whose gradient is None is left untouched",
           _scn(n_vars=(2, 3), allow_none=True), covers=("state.none-gradient-skipped",)),
     Check("no-gradients", "step", frozenset(), "no gradient for any variable is an error (ValueError)",
-          _no_gradients, kind="raises", covers=("error.no-gradients",)),
+          _no_gradients, kind="raises", covers=("error.no-gradients",),
+          # a TF promise: torch's step() and optax's update skip missing gradients silently
+          families=("tf",)),
     Check("clip-exclusive", "step", frozenset({"clipvalue", "clipnorm", "global_clipnorm"}),
           "setting more than one clip option is an error (ValueError)",
           _scn(frozenset({"clipvalue", "clipnorm", "global_clipnorm"}), edge=False), kind="raises",
@@ -145,6 +150,8 @@ CHECKS: dict[str, Check] = {c.name: c for c in [
     Check("weight_decay", "step", frozenset({"weight_decay"}), "decoupled weight decay before the update",
           _scn(frozenset({"weight_decay"})), covers=( "update.weight-decay",
                                                      "update.l2-weight-decay")),
+    Check("maximize", "step", frozenset({"maximize"}), "maximize: the gradient is negated, the step climbs",
+          _scn(frozenset({"maximize"})), covers=("update.maximize",)),
     Check("ema", "ema", frozenset({"ema"}), "EMA of the weights and its overwrite frequency",
           _scn(frozenset({"ema"})), covers=("ema.momentum-formula", "ema.overwrite-frequency", "ema.no-overwrite",)),
     Check("adaptive_epsilon", "step", frozenset({"adaptive_epsilon"}), "adaptive_epsilon: eps * sqrt(1 - beta_2^t)",

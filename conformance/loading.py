@@ -16,6 +16,13 @@ BUNDLED = {
     "tensorflow": "adamconf.backends.tensorflow_backend:TensorFlowBackend",
     "gpu": "adamconf.backends.gpu_backend:GpuBackend",
     "gpu-nofma": "adamconf.backends.gpu_backend:GpuNoFmaBackend",
+    "torch": "adamconf.backends.torch_backend:TorchBackend",
+    "torch-foreach": "adamconf.backends.torch_backend:TorchForeachBackend",
+    "torch-fused": "adamconf.backends.torch_backend:TorchFusedBackend",
+    "optax": "adamconf.backends.optax_backend:OptaxBackend",
+    "optax-jit": "adamconf.backends.optax_backend:OptaxJitBackend",
+    "keras3-jax": "adamconf.backends.keras3_backend:Keras3JaxBackend",
+    "keras3-torch": "adamconf.backends.keras3_backend:Keras3TorchBackend",
 }
 
 

@@ -104,6 +104,8 @@ def hypers(draw, variant: Variant, features: frozenset[str] = frozenset()) -> Hy
                   ema_overwrite_frequency=draw(st.sampled_from([None, 1, 2, 3])))
     if "eps_root" in features:
         kw["eps_root"] = draw(st.sampled_from([1e-8, 1e-16, 1.0]) | st.floats(0.0, 1e-3))
+    if "maximize" in features:
+        kw["maximize"] = True
     if "adaptive_epsilon" in features:
         kw["adaptive_epsilon"] = True
     clips = [k for k in ("clipvalue", "clipnorm", "global_clipnorm") if k in features]

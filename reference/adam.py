@@ -122,6 +122,7 @@ class _Scalars:
             raise ReferenceError(f"unknown hyperparameter mode {mode!r}; use one of {', '.join(MODES)}")
         self.variant, self.dtype, self.mode = variant, dtype, mode
         self.daz = fmt(dtype) if flush else None
+        self.compute = compute_dtype(variant, dtype)
 
     def _holder(self, kind: str) -> str:
         """Where a hyperparameter is held before it meets the parameters: lr and eps per
@@ -130,15 +131,16 @@ class _Scalars:
         v = self.variant
         h = {"lr": v.lr_dtype, "eps": v.eps_dtype or v.hyper_dtype, "beta": v.hyper_dtype,
              "power": v.power_dtype or v.hyper_dtype, "aux": v.aux_dtype}.get(kind, "param")
-        return self.dtype if h == "param" else h
+        return self.compute if h == "param" else h
 
     def primary(self, x: float, kind: str = "beta") -> Tracked:
-        """A hyperparameter as held by the variant, then cast to the parameter dtype."""
+        """A hyperparameter as held by the variant, then cast to the dtype it meets the
+        tensors in (spec field compute_dtype)."""
         holder = self._holder(kind)
         if self.mode == "rounded":
-            r = _round_to(_round_to(x, holder), self.dtype)
+            r = _round_to(_round_to(x, holder), self.compute)
             return const(r, float(daz_scale(r, self.daz)))
-        cast = abs(x) if holder != self.dtype else 0.0
+        cast = abs(x) * _u_ratio(self.compute, self.dtype) if holder != self.compute else 0.0
         return const(decimal_of(x), abs(x) * _u_ratio(holder, self.dtype) + cast)
 
     def one_minus(self, beta: float, A: Arith) -> Tracked:
@@ -151,16 +153,28 @@ class _Scalars:
         """1 - x formed in Python double and then cast to the parameter dtype."""
         c = 1.0 - float(x)
         if self.mode == "rounded":
-            return const(_round_to(c, self.dtype))
-        return const(1 - decimal_of(x), abs(c))
+            return const(_round_to(c, self.compute))
+        return const(1 - decimal_of(x), abs(c) * _u_ratio(self.compute, self.dtype))
 
     def power_base(self, beta: float) -> Tracked:
-        """The beta that beta**t is formed from (torch forms bias corrections in double)."""
-        if self.variant.hyper_dtype == "float64":
-            if self.mode == "rounded":
-                return const(float(beta))
-            return const(decimal_of(beta), abs(beta) * _u_ratio("float64", self.dtype))
-        return self.primary(beta, "power")
+        """The beta that beta**t is formed from. Where the power is formed wider than the
+        dtype (torch: Python doubles; optax: "opmath") only the bias correction is cast,
+        so beta is not rounded to the dtype first."""
+        holder = self.variant.power_dtype or self.variant.hyper_dtype
+        if holder == "opmath":
+            holder = "float32" if self.dtype in ("float16", "bfloat16") else self.dtype
+        elif holder != "float64":
+            return self.primary(beta, "power")
+        if self.mode == "rounded":
+            return const(_round_to(beta, holder))
+        return const(decimal_of(beta), abs(beta) * _u_ratio(holder, self.dtype))
+
+
+def compute_dtype(variant: Variant, dtype: str) -> str:
+    """The dtype scalars meet the tensors in: float32 for half tensors under "opmath"."""
+    if variant.compute_dtype == "opmath" and dtype in ("float16", "bfloat16"):
+        return "float32"
+    return dtype
 
 
 # -- the step ---------------------------------------------------------------------
@@ -243,7 +257,8 @@ def _learning_rate(sc: _Scalars, A: Arith, hyper: Hyper, iterations: int) -> Tra
         val, roundings = _schedule_exact(lr, iterations)
         held = _u_ratio(sc._holder("lr"), sc.dtype)
         ratio = max(held, _u_ratio("float32", sc.dtype))
-        t = const(val, abs(float(val)) * (roundings * ratio + held + 1))
+        # under flush-to-zero a value below the normal range may be read as 0
+        t = const(val, abs(float(val)) * (roundings * ratio + held + 1) + float(daz_scale(float(val), sc.daz)))
     else:
         t = sc.primary(float(lr), "lr")
     if hyper.decay:
@@ -345,7 +360,8 @@ def _scale_by_norm(A: Arith, g: Tracked, norm: Tracked, c: Tracked) -> Tracked:
 def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: list[Grad],
           mode: str, flush: Collection[str] = ()) -> StepResult:
     _validate(variant, hyper, st, grads)
-    A = Arith(dtype, dtype in flush)
+    # scalars held off the dtype's grid make even additions round in its subnormal range
+    A = Arith(dtype, dtype in flush, off_grid=compute_dtype(variant, dtype) != dtype)
     sc = _Scalars(variant, dtype, mode, dtype in flush)
     t = st.iterations + 1
     notes: list[str] = []
@@ -366,7 +382,8 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
         next_p1 = f32.mul(acc1, _f32_beta(sc, hyper.beta_1))
         next_p2 = f32.mul(acc2, _f32_beta(sc, hyper.beta_2))
     else:
-        tt = t if mode == "decimal" or variant.hyper_dtype == "float64" else _round_to(t, dtype)
+        count_exact = variant.hyper_dtype == "float64" or variant.power_dtype in ("float64", "opmath")
+        tt = t if mode == "decimal" or count_exact else _round_to(t, dtype)
         if tt != t:
             notes.append(f"step count {t} is held as {tt:g} in {dtype}")
         p1 = _pow(A, sc.power_base(hyper.beta_1), tt)
@@ -418,6 +435,8 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
             if av is not None:
                 out.ema.append(av2)
             continue
+        if hyper.maximize:   # torch: the gradient is negated before anything else
+            g = A.neg(g)
         if wd is not None and variant.weight_decay == "l2":
             g = A.add(g, A.mul(wd, p))
         if wd is not None and variant.weight_decay == "decoupled":

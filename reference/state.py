@@ -102,6 +102,7 @@ class Hyper:
     ema_overwrite_frequency: int | None = None
     adaptive_epsilon: bool = False
     eps_root: float = 0.0
+    maximize: bool = False
 
     def replace(self, **kw) -> Hyper:
         return dataclasses.replace(self, **kw)
@@ -126,6 +127,8 @@ class Hyper:
             f.add("adaptive_epsilon")
         if self.eps_root:
             f.add("eps_root")
+        if self.maximize:
+            f.add("maximize")
         return frozenset(f)
 
 

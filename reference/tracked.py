@@ -172,7 +172,9 @@ def to_float64(t: Tracked) -> np.ndarray:
 class Arith:
     """Tracked operations for one target format."""
 
-    def __init__(self, dtype: str, flush: bool = False) -> None:
+    def __init__(self, dtype: str, flush: bool = False, off_grid: bool = False) -> None:
+        """off_grid: operands may lie off the format's grid (scalars held in a wider
+        type), so an addition can round in the subnormal range too."""
         self.fmt = fmt(dtype)
         if flush:
             # a result below the smallest normal number may become 0: that number / u,
@@ -180,8 +182,9 @@ class Arith:
             self.tiny = self.add_tiny = 2.0 ** (self.fmt.emin + self.fmt.p)
         else:
             # underflow eta / u, in u units (eta itself underflows for float64); gradual
-            # underflow makes additions exact below the normal range
-            self.tiny, self.add_tiny = 2.0 ** self.fmt.emin, 0.0
+            # underflow makes additions of values on the grid exact below the normal range
+            self.tiny = 2.0 ** self.fmt.emin
+            self.add_tiny = self.tiny if off_grid else 0.0
 
     # -- elementary operations --------------------------------------------------
     def _ovf(self, f: Any, margin: Any, *operands: Any) -> Any:

@@ -142,7 +142,7 @@ _VARIANT_REQUIRED = (
     "sparse", "features", "slots", "weights_order", "arguments",
 )
 _VARIANT_OPTIONAL = ("page", "unknown_kwarg_error", "notes", "allowed_kwargs", "zero_epsilon", "eps_dtype", "ema_first_step",
-                     "power_dtype", "aux_dtype", "ema_one_minus", "sparse_clip")
+                     "power_dtype", "aux_dtype", "ema_one_minus", "sparse_clip", "compute_dtype")
 _CHOICES = {
     "family": model.FAMILIES,
     "lr_alias": model.LR_ALIAS,
@@ -217,10 +217,11 @@ def _load_variant(f: _File) -> Variant:
         zero_epsilon=_choice(f, data, "zero_epsilon", model.ZERO_EPSILON, "kept"),
         eps_dtype=_choice(f, data, "eps_dtype", model.HYPER_DTYPES, data.get("hyper_dtype", "")),
         ema_first_step=_choice(f, data, "ema_first_step", model.EMA_FIRST_STEP, "average"),
-        power_dtype=_choice(f, data, "power_dtype", model.HYPER_DTYPES, data.get("hyper_dtype", "")),
+        power_dtype=_choice(f, data, "power_dtype", model.POWER_DTYPES, data.get("hyper_dtype", "")),
         aux_dtype=_choice(f, data, "aux_dtype", model.HYPER_DTYPES, "param"),
         ema_one_minus=_choice(f, data, "ema_one_minus", model.ONE_MINUS_BETA, "in-dtype"),
         sparse_clip=_choice(f, data, "sparse_clip", model.SPARSE_CLIP, "summed"),
+        compute_dtype=_choice(f, data, "compute_dtype", model.COMPUTE_DTYPES, "param"),
     )
 
 

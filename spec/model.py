@@ -15,8 +15,17 @@ BETA_POWERS = ("accumulated", "pow")
 # "float32" = a float32 tensor; "param" = straight from the Python double to the
 # parameter dtype; "float64" = kept as Python doubles (torch's bias corrections).
 HYPER_DTYPES = ("float32", "param", "float64")
+# beta**t may also be formed at "opmath": float32 for float16 and bfloat16 parameters,
+# the parameter dtype otherwise, with only the bias correction cast (optax, whose
+# weak-typed beta meets an integer count in JAX's default float type).
+POWER_DTYPES = HYPER_DTYPES + ("opmath",)
 LR_DTYPES = HYPER_DTYPES
 ONE_MINUS_BETA = ("in-dtype", "double-then-cast")
+# What a held scalar is cast to when it meets the tensors: "param" = the parameter dtype;
+# "opmath" = float32 for float16 and bfloat16 tensors (the kernels compute in float32
+# and round once per tensor they write), the parameter dtype otherwise (PyTorch's CPU
+# kernels, at::opmath_type).
+COMPUTE_DTYPES = ("param", "opmath")
 AMSGRAD_FORMS = ("none", "raw-max", "torch", "optax")
 CLIP_POLICIES = ("none", "sequential", "first-of", "exclusive")
 WEIGHT_DECAY_FORMS = ("none", "decoupled", "l2")
@@ -28,7 +37,7 @@ LR_ALIAS = ("none", "alias", "ignored", "error")
 FEATURES = (
     "amsgrad", "sparse", "clipnorm", "clipvalue", "global_clipnorm", "decay",
     "callable_hyper", "schedule", "ema", "weight_decay", "adaptive_epsilon",
-    "eps_root", "use_locking", "global_step", "mesh", "jit_compile",
+    "eps_root", "use_locking", "global_step", "mesh", "jit_compile", "maximize",
 )
 CLAUSE_KINDS = ("numeric", "default", "api", "error")
 # The middle part of a clause id <page-id>.<area>.<promise>.
@@ -100,10 +109,11 @@ class Variant:
     zero_epsilon: str = "kept"  # ZERO_EPSILON: what the constructor does with epsilon 0 or None
     eps_dtype: str = ""         # HYPER_DTYPES; "" means the same as hyper_dtype
     ema_first_step: str = "average"  # EMA_FIRST_STEP: "copy" when the first update just copies
-    power_dtype: str = ""       # HYPER_DTYPES: where the beta that beta**t is formed from is held ("" = hyper_dtype)
+    power_dtype: str = ""       # POWER_DTYPES: where the beta that beta**t is formed from is held ("" = hyper_dtype)
     aux_dtype: str = "param"    # HYPER_DTYPES: where decay and weight_decay are held
     ema_one_minus: str = "in-dtype"  # ONE_MINUS_BETA: how 1 - ema_momentum is formed
     sparse_clip: str = "summed"      # SPARSE_CLIP: clipping sees raw slices or duplicates summed
+    compute_dtype: str = "param"     # COMPUTE_DTYPES: what scalars are cast to when they meet the tensors
 
     def argument(self, canonical: str) -> Argument | None:
         """The argument with this canonical name, or None when the API lacks it."""
