@@ -23,6 +23,7 @@ from hypothesis.errors import Flaky, Unsatisfiable
 
 from adamconf import cases, profiles, stamp
 from adamconf import findings as findings_mod
+from adamconf import worst_case as worst_mod
 from adamconf.api_checks import API_CHECKS, api_check_for, run_api_check
 from adamconf.checks import CHECKS, Check, binds, checks_for
 from adamconf.evaluate import Invalid, Outcome, evaluate, expect_raises
@@ -88,6 +89,8 @@ class CheckRun:
     seconds: float = 0.0
     finding: str | None = None     # the id of the known deviation this verdict matched
     clause_status: dict[str, str] = field(default_factory=dict)   # API checks: a verdict per clause id
+    worst_case: dict[str, Any] | None = None   # the input with the largest ratio (adamconf.worst_case)
+    by_step: list[list[float]] | None = None   # trajectories: [step, worst ratio at that step]
 
 
 @dataclass
@@ -307,6 +310,7 @@ class Runner:
         if reason:
             return CheckRun(chk.name, variant.id, dtype, UNSUPPORTED, k, message=str(reason))
         acc = Acc()
+        worst = worst_mod.WorstInput()
         hung: list[CaseFailed] = []
 
         def one(inp: StepInput) -> Outcome:
@@ -320,6 +324,7 @@ class Runner:
                 except Invalid:
                     reject()
             acc.add(out)
+            worst.add(out, inp)
             if not out.ok:
                 err = CaseFailed(out, inp)
                 if out.hung:
@@ -358,6 +363,11 @@ class Runner:
         if run.status == PASS and acc.n == 0:
             run.status, run.message = ERROR, "no example reached the backend: nothing was judged"
         run.histogram = acc.hist.tolist()
+        cell = Cell(variant.id, dtype, chk.name)
+        run.worst_case = worst.record(variant, tuple(getattr(self.backend, "flushes_denormals", ())),
+                                      next(iter(self.clauses_of(cell)), ""), chk.name,
+                                      worst_mod.replay_command(self.out, cell.id, self.backend_ref))
+        run.by_step = worst.steps() if chk.kind == "trajectory" else None
         run.seconds = time.perf_counter() - t0
         return run
 
