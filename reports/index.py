@@ -20,7 +20,8 @@ from adamconf.verdicts import BAD, JUDGED, combine
 _CSS = """
 table.matrix{font-size:12px}table.matrix td{text-align:right;font-variant-numeric:tabular-nums;min-width:4.2em;padding:1px 5px}
 table.matrix td a{color:inherit;text-decoration:none;display:block}
-table.matrix thead th{position:sticky;top:0;z-index:1;text-align:center;background:#e9eef5}
+table.matrix thead th{position:sticky;top:0;z-index:1;text-align:center;background:#e9eef5;font-size:11px}
+table.matrix thead th.col{width:6.2em;min-width:6.2em;max-width:6.2em}
 table.matrix th.clause{font-weight:normal;white-space:nowrap;background:#fff}
 table.matrix tr.variant th{background:#1a4f8a;color:#fff;font-size:13px;text-align:left;padding:4px 6px}
 table.matrix tr.area th{background:#eef1f4;text-align:left;font-style:italic;font-weight:normal}
@@ -68,7 +69,7 @@ def render_html(t: Table, titles: Mapping[str, str] | None = None) -> str:
     """The whole index page."""
     titles = titles or {}
     ncol = 1 + sum(len(i.columns) for i in t.impls)
-    head = ["<th>clause</th>"] + [f"<th class='{'first' if k == 0 else ''}'>{escape(i.name)}<br>{escape(d)}</th>"
+    head = ["<th>clause</th>"] + [f"<th class='col{' first' if k == 0 else ''}'>{escape(i.name)}<br>{escape(d)}</th>"
                                   for i in t.impls for k, d in enumerate(i.columns)]
     body = []
     last_variant = None
