@@ -417,3 +417,32 @@ def test_report_all_refuses_bad_options(tmp_path):
     assert r.returncode == 2 and "no results" in r.stderr
     r = _cli("report")
     assert r.returncode == 2 and "give a results.json, or --all" in r.stderr
+
+
+def test_a_finding_shows_in_the_index_with_its_summary(fresh):
+    res = copy.deepcopy(fresh[1])
+    run = next(c for c in res["checks"] if c["check"] == "dense" and c["variant"] == "tf1" and c["dtype"] == "float16")
+    run["status"], run["finding"], run["worst_ratio"] = "known deviation", "planted-finding", 40.0
+    for c in res["clauses"]:
+        if c["variant"] == "tf1" and "dense" in c["checks"]:
+            c["status"]["float16"] = "known deviation"
+    res["findings"] = [{"id": "planted-finding", "variants": ["tf1"], "checks": ["dense"], "dtypes": ["float16"],
+                        "clauses": [], "summary": "The planted kernel rounds the step twice.", "evidence": "this test",
+                        "strict": True, "observed_in": ["tf1/float16/dense"]}]
+    assert validate(res) == []
+    t = build([Impl("numpy", res, "numpy/")], CLAUSE_AREAS)
+    cells = [r.cells[("numpy", "float16")] for r in t.rows if r.variant == "tf1" and ("numpy", "float16") in r.cells
+             and r.cells[("numpy", "float16")].verdict == "known deviation"]
+    assert cells and all(c.text == "known dev. 40" and "The planted kernel rounds the step twice." in c.title
+                         for c in cells)
+    page = index.render_html(t)
+    assert "class='known-deviation first' title=" in page and "<h1>Known deviations</h1>" in page
+
+
+def test_report_writes_the_html_pages_of_one_run(tmp_path, fresh):
+    r = _cli("report", str(fresh[0] / "results.json"), "--format", "html", "--out", str(tmp_path / "pages"))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "pages").iterdir()) == sorted(
+        ["index.html"] + [f"{v}.html" for v in SMALL["variants"]])
+    r = _cli("report", str(fresh[0] / "results.json"), "--format", "summary")
+    assert r.returncode == 0 and r.stdout.startswith("## adamconf check: `numpy` passed")
