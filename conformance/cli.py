@@ -50,17 +50,28 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("replay", help="run one saved failing case again")
-    p.add_argument("case", help="a case file written by 'adamconf check' (DIR/cases/*.json)")
+    p = sub.add_parser("replay", help="run one saved case again (a failing case, or a cell's worst input)")
+    p.add_argument("case", help="a case file written by 'adamconf check' (DIR/cases/*.json), or a results.json with --cell")
+    p.add_argument("--cell", help="with a results.json: the cell (VARIANT-DTYPE-CHECK) whose worst input to replay")
     p.add_argument("--backend", required=True, help="module:attr, or a registered name")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds the backend step may take (default 10)")
     p.add_argument("--in-process", action="store_true", help="run the backend in this process (for debugging)")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="render a results.json as Markdown or JUnit XML")
-    p.add_argument("results", help="path to results.json")
-    p.add_argument("--format", choices=("md", "junit"), default="md")
+    p = sub.add_parser("report", help="render a results.json (Markdown, JUnit XML, HTML pages, a CI step summary); "
+                       "--all: fresh runs of every installed bundled backend and the side-by-side index",
+                       description="Exits 2 when a results file does not match the results schema.")
+    p.add_argument("results", nargs="?", help="path to results.json")
+    p.add_argument("--format", choices=("md", "junit", "html", "summary"), default="md",
+                   help="md: the report; junit; html: pages written to --out; summary: a CI step summary")
+    p.add_argument("--all", action="store_true", help="run 'adamconf check --profile ci' for every bundled backend that "
+                   "is installed into OUT/NAME, then build OUT/index.html and OUT/index.md side by side")
+    p.add_argument("--no-run", action="store_true", help="with --all: only rebuild the pages from the results in OUT")
+    p.add_argument("--backend", action="append", help="with --all: only these bundled backends (repeat)")
+    p.add_argument("--jobs", type=int, default=1, help="with --all: how many backends run at once (default 1)")
+    p.add_argument("--out", help="--all: the folder of the published reports (default reports); "
+                   "--format html: the folder for the pages (default: the folder of results.json)")
 
 
 def _add_diff(sub: argparse._SubParsersAction) -> None:
@@ -152,6 +163,7 @@ def run_check(args: argparse.Namespace) -> int:
               f"to {outdir.path / 'results.json'} (marked interrupted)", file=sys.stderr)
         return status
     _print_summary(record)
+    _append_step_summary(record)
     print(f"\nwrote {outdir.path / 'results.json'}, {outdir.path / 'junit.xml'}, {outdir.path / 'report.md'}")
     if result.judged == 0:
         print(f"adamconf check: nothing was judged: the backend declares {_declared(backend)}; every selected cell "
@@ -219,6 +231,16 @@ def _commit(result: object, outdir: object) -> dict:
     return record
 
 
+def _append_step_summary(record: dict) -> None:
+    """On GitHub Actions, add the run's summary to the job's page."""
+    import os
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        from adamconf.reports.index import step_summary
+        from adamconf.spec.model import CLAUSE_AREAS
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as f:
+            f.write(step_summary(record, CLAUSE_AREAS) + "\n")
+
+
 def _selection(args: argparse.Namespace, spec: object) -> tuple[list[str], list[str], list[str] | None]:
     """The variants, dtypes and checks asked for, de-duplicated and validated (ValueError)."""
     from adamconf.api_checks import API_CHECKS
@@ -271,13 +293,16 @@ def run_replay(args: argparse.Namespace) -> int:
     from adamconf.loading import ConfigError
     from adamconf.protocol import unsupported_reason
     from adamconf.spec import load_spec
+    from adamconf.worst_case import load_cell
 
     spec = load_spec()
     pool = None
     try:
         if not (0 < args.timeout < float("inf")):
             raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-        inp, clause, check = cases.load(Path(args.case), spec)
+        inp, clause, check = (load_cell(Path(args.case), args.cell) if args.cell
+                               else cases.load(Path(args.case), spec))
+        cases.validate(inp, spec, args.case)
         chk = CHECKS.get(check)
         if check and chk is None:
             raise cases.CaseError(f"{args.case} names check {check!r}, which this adamconf does not have")
@@ -331,12 +356,27 @@ def _replay_one(backend: object, pool: object, spec: object, inp: object, k: flo
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from adamconf.reports import junit, markdown
+    from adamconf.reports import html, index, junit, markdown
     from adamconf.reports.load import ReportError, load_results
+    from adamconf.spec.model import CLAUSE_AREAS
 
+    if args.all:
+        return _report_all(args)
+    if not args.results:
+        print("adamconf report: give a results.json, or --all", file=sys.stderr)
+        return 2
     try:
         res = load_results(args.results)
-        text = markdown.render(res) if args.format == "md" else junit.render(res)
+        if args.format == "html":
+            dest = Path(args.out) if args.out else Path(args.results).parent
+            pages = html.implementation_pages(res)
+            for name, text in pages.items():
+                _write(dest / name, text)
+            text = f"wrote {dest / 'index.html'} and {len(pages) - 1} variant pages"
+        elif args.format == "summary":
+            text = index.step_summary(res, CLAUSE_AREAS)
+        else:
+            text = markdown.render(res) if args.format == "md" else junit.render(res)
     except ReportError as e:
         print(f"adamconf report: {e}", file=sys.stderr)
         return 2
@@ -346,6 +386,39 @@ def run_report(args: argparse.Namespace) -> int:
         return 2
     print(text)
     return 0
+
+
+def _report_all(args: argparse.Namespace) -> int:
+    import time
+
+    from adamconf.loading import BUNDLED
+    from adamconf.publish import build_pages, run_all
+    from adamconf.reports.load import ReportError
+    from adamconf.spec import load_spec
+
+    t0 = time.perf_counter()
+    out = Path(args.out or "reports")
+    names = list(dict.fromkeys(args.backend or BUNDLED))
+    unknown = [n for n in names if n not in BUNDLED]
+    if unknown or args.jobs < 1:
+        print(f"adamconf report: unknown bundled backend(s) {', '.join(unknown)}; bundled: {', '.join(BUNDLED)}"
+              if unknown else f"adamconf report: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    outcomes = [] if args.no_run else run_all(out, names, jobs=args.jobs)
+    notes = {o.name: f"not re-run here: {o.why}" for o in outcomes if o.code not in (0, 1)}
+    try:
+        pages = build_pages(out, load_spec(), notes)
+    except ReportError as e:
+        print(f"adamconf report: {e}", file=sys.stderr)
+        return 2
+    if not pages.implementations:
+        print(f"adamconf report: no results in {out}: no bundled backend could be run here", file=sys.stderr)
+        return 2
+    for path, text in pages.files.items():
+        _write(path, text)
+    print(f"wrote {out / 'index.html'} and {out / 'index.md'}: {pages.rows} rows x {pages.columns} columns "
+          f"({', '.join(pages.implementations)}), {len(pages.files)} files in {time.perf_counter() - t0:.0f} s")
+    return 1 if any(o.code == 1 for o in outcomes) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

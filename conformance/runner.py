@@ -24,6 +24,7 @@ from hypothesis.errors import Flaky, Unsatisfiable
 
 from adamconf import cases, profiles, stamp
 from adamconf import findings as findings_mod
+from adamconf import worst_case as worst_mod
 from adamconf.api_checks import API_CHECKS, api_check_for, run_api_check
 from adamconf.checks import CHECKS, Check, binds, checks_for
 from adamconf.evaluate import Hung, Invalid, Outcome, evaluate, expect_raises, guarded, nondeterminism
@@ -103,6 +104,8 @@ class CheckRun:
     finding: str | None = None     # the id of the known deviation this verdict matched
     clause_status: dict[str, str] = field(default_factory=dict)   # API checks: a verdict per clause id
     statistics: str | None = None  # hypothesis's statistics when asked for (pytest route); not in results.json
+    worst_case: dict[str, Any] | None = None   # the input with the largest ratio (adamconf.worst_case)
+    by_step: list[list[float]] | None = None   # trajectories: [step, worst ratio at that step]
 
 
 @dataclass
@@ -374,6 +377,7 @@ class Runner:
         if self.hung:
             return CheckRun(chk.name, variant.id, dtype, ERROR, k, message=self.hung)
         acc = Acc()
+        worst = worst_mod.WorstInput()
         hung: list[CaseFailed] = []
         largest: list[StepInput] = []   # the passing input with the most elements: for the determinism check
 
@@ -388,6 +392,7 @@ class Runner:
                 except Invalid:
                     reject()
             acc.add(out)
+            worst.add(out, inp)
             if not out.ok:
                 err = CaseFailed(out, inp)
                 if out.hung:
@@ -437,6 +442,11 @@ class Runner:
             self.hung = (f"not run: the backend hung earlier in this process ({hung[0].outcome.message}); "
                          "isolated workers (the default, without --in-process) are killed and replaced instead")
         run.histogram = acc.hist.tolist()
+        cell = Cell(variant.id, dtype, chk.name)
+        run.worst_case = worst.record(variant, tuple(getattr(self.backend, "flushes_denormals", ())),
+                                      next(iter(self.clauses_of(cell)), ""), chk.name,
+                                      worst_mod.replay_command(self.out, cell.id, self.backend_ref))
+        run.by_step = worst.steps() if chk.kind == "trajectory" else None
         run.seconds = time.perf_counter() - t0
         return run
 

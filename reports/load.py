@@ -1,13 +1,16 @@
-"""Reading a results.json with a clear error for anything that is not one."""
+"""Reading a results.json with a clear error for anything that is not one (checked
+against the committed schema, results.schema.json)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
 
-# The one home of the results format tag; bump it when a field changes meaning.
-SCHEMA = "adamconf-results/2"
-REQUIRED = ("backend", "profile", "examples", "environment", "variants", "dtypes", "checks", "clauses", "summary")
+from adamconf.reports.schema import results_schema, validate
+
+# The results format tag. Its one home is the schema's `schema` const (results.schema.json):
+# bump it there when a field changes meaning.
+SCHEMA: str = results_schema()["properties"]["schema"]["const"]
 
 
 class ReportError(ValueError):
@@ -30,7 +33,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise ReportError(f"{p} is not valid JSON ({e}); it may be truncated: re-run 'adamconf check' to write it again") from None
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
         raise ReportError(f"{p} is not an adamconf results file (schema {d.get('schema') if isinstance(d, dict) else None!r}, expected {SCHEMA!r})")
-    missing = [k for k in REQUIRED if k not in d]
-    if missing:
-        raise ReportError(f"{p} lacks {', '.join(missing)}; re-run 'adamconf check' to write it again")
+    errors = validate(d)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ReportError(f"{p} does not match the results schema: {errors[0]}{more}; "
+                          "re-run 'adamconf check' to write it again")
     return d

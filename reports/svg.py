@@ -1,7 +1,9 @@
-"""Plain inline SVG line charts: no scripts, no fonts or styles fetched from anywhere.
+"""Plain inline SVG charts: no scripts, no fonts or styles fetched from anywhere.
 
-Used by `adamconf diff --html` for the gap per step; any renderer that wants a plot of
-a few series over a shared x axis can use `line_chart`.
+`line_chart` plots a few series over a shared x axis (the gap per step of `adamconf
+diff --html`, the error per step of a trajectory check); `histogram` draws the
+distribution of err/(u*S) with the bound K marked; `share_bar` splits one total into
+named shares (elements judged versus ill-conditioned).
 """
 from __future__ import annotations
 
@@ -87,5 +89,83 @@ def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *
         out.append(f'<line x1="{left + pw + 10}" x2="{left + pw + 28}" y1="{ly - 4}" y2="{ly - 4}" '
                    f'stroke="{color}" stroke-width="2"/>')
         out.append(f'<text x="{left + pw + 32}" y="{ly}">{escape(name)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _bin_label(lo: float, hi: float) -> str:
+    if lo == 0:
+        return f"<{hi:g}"
+    return f">={lo:g}" if math.isinf(hi) else f"{lo:g}-{hi:g}"
+
+
+def histogram(counts: Sequence[int], edges: Sequence[float], k: float, *, title: str = "",
+              x_label: str = "err/(u*S)", width: int = 460, height: int = 200) -> str:
+    """Bars of `counts` over the bins between `edges` (equal widths, labelled by range),
+    with the bound K marked: bars at or past K are drawn red. The bins may be uneven
+    (0, 0.01, 0.1, ... inf); K is placed within its bin by linear interpolation."""
+    left, right, top, bottom = 46, 12, 36, 46
+    pw, ph = width - left - right, height - top - bottom
+    n = len(counts)
+    bw = pw / max(n, 1)
+    peak = max(counts, default=0) or 1
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10" class="plot histogram">'),
+           f'<title>{escape(title)}</title>',
+           f'<text x="{left}" y="14" font-size="12">{escape(title)}</text>',
+           f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#999"/>']
+    for i, c in enumerate(counts):
+        lo, hi = edges[i], edges[i + 1]
+        x = left + i * bw
+        h = ph * c / peak
+        color = PALETTE[1] if lo >= k else PALETTE[0]
+        out.append(f'<rect x="{x + 2:.1f}" y="{top + ph - h:.1f}" width="{bw - 4:.1f}" height="{h:.1f}" fill="{color}">'
+                   f'<title>{_bin_label(lo, hi)}: {c}</title></rect>')
+        out.append(f'<text x="{x + bw / 2:.1f}" y="{top + ph - h - 3:.1f}" text-anchor="middle">{c}</text>')
+        out.append(f'<text x="{x + bw / 2:.1f}" y="{top + ph + 13}" text-anchor="middle">{_bin_label(lo, hi)}</text>')
+    for i in range(n):
+        lo, hi = edges[i], edges[i + 1]
+        if lo <= k < hi or (i == n - 1 and k >= hi):
+            frac = 0.0 if math.isinf(hi) else (k - lo) / (hi - lo)
+            kx = left + (i + min(frac, 1.0)) * bw
+            out.append(f'<line x1="{kx:.1f}" x2="{kx:.1f}" y1="{top - 4}" y2="{top + ph}" stroke="{PALETTE[1]}" '
+                       'stroke-dasharray="4 3" stroke-width="1.5"/>')
+            out.append(f'<text x="{kx + 3:.1f}" y="{top + 4}" fill="{PALETTE[1]}">K = {k:g}</text>')
+            break
+    out.append(f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle">{escape(x_label)} '
+               '(elements judged per bin)</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def share_bar(parts: Sequence[tuple[str, int]], *, title: str = "", width: int = 460, height: int = 46) -> str:
+    """One horizontal bar split into named shares (e.g. elements judged versus
+    ill-conditioned), each labelled with its count and percentage."""
+    total = sum(n for _, n in parts)
+    left, bar_h, top = 4, 14, 18
+    pw = width - 2 * left
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10" class="plot share">'),
+           f'<title>{escape(title)}</title>',
+           f'<text x="{left}" y="12" font-size="11">{escape(title)}</text>']
+    x = float(left)
+    colors = (PALETTE[2], "#bbbbbb", PALETTE[1], PALETTE[3])
+    legend = []
+    for k, (name, n) in enumerate(parts):
+        w = pw * n / total if total else 0.0
+        color = colors[k % len(colors)]
+        share = f"{100 * n / total:.1f}%" if total else "-"
+        if w > 0:
+            out.append(f'<rect x="{x:.1f}" y="{top}" width="{w:.1f}" height="{bar_h}" fill="{color}">'
+                       f'<title>{escape(name)}: {n} ({share})</title></rect>')
+        legend.append((color, f"{name}: {n} ({share})"))
+        x += w
+    if not total:
+        out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{bar_h}" fill="none" stroke="#bbb"/>')
+    lx = left
+    for color, text in legend:
+        out.append(f'<rect x="{lx}" y="{top + bar_h + 4}" width="8" height="8" fill="{color}"/>')
+        out.append(f'<text x="{lx + 11}" y="{top + bar_h + 11}">{escape(text)}</text>')
+        lx += 16 + 6 * len(text)
     out.append("</svg>")
     return "\n".join(out)
