@@ -79,6 +79,7 @@ CAUSES: tuple[CauseKind, ...] = (
     CauseKind("where each hyperparameter is held before the cast",
               ("hyper_dtype", "lr_dtype", "eps_dtype", "power_dtype", "aux_dtype")),
     CauseKind("1 - beta", ("one_minus_beta",)),
+    CauseKind("scalars meet half-precision tensors in float32 (opmath)", ("compute_dtype",)),
     CauseKind("beta powers", ("beta_powers",)),
     CauseKind("epsilon 0 or None", ("zero_epsilon",), lambda a, b: not a.epsilon or not b.epsilon,
               "epsilon is nonzero"),

@@ -403,11 +403,11 @@ def test_a_backend_that_judges_nothing_leaves_the_published_results(tmp_path, mo
     (out / name).mkdir(parents=True)
     (out / name / "results.json").write_text(json.dumps(fresh[1]))
     o = run_backend(name, out)
-    assert o.code == 2 and "nothing was judged" in o.why
+    assert o.code == 2 and "nothing to judge" in o.why
     assert json.loads((out / name / "results.json").read_text()) == fresh[1]
     assert not list(out.glob(".*"))
     pages = build_pages(out, SPEC, {name: "not re-run here: " + o.why})
-    assert "not re-run here: adamconf check: nothing was judged" in pages.files[out / "index.html"]
+    assert "not re-run here: adamconf check: nothing to judge" in pages.files[out / "index.html"]
 
 
 def test_report_all_refuses_bad_options(tmp_path):
