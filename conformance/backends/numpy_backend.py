@@ -17,7 +17,9 @@ update to one cache-sized chunk of every array before moving to the next (a fuse
 pass: twelve in-place ufunc calls on data that stay in cache), and `_parallel` splits
 big arrays across a persistent thread pool (numpy's loops release the GIL).
 Elementwise operations do not depend on how the arrays are cut, so the chunked,
-threaded result is bit-for-bit the unchunked one.
+threaded result is bit-for-bit the unchunked one. With numba installed (the `fast`
+extra), float32 and float64 arrays of MIN_ELEMENTS or more run a compiled kernel with
+the same op order instead (`numpy_compiled`: one pass over memory, same bits).
 
 `step` never modifies its inputs: it reads them once and writes new output arrays
 (cheaper than copying the inputs first and updating the copies; large outputs come
@@ -37,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from adamconf.backends import numpy_compiled
 from adamconf.reference.state import DTYPES, AdamState, Hyper, Schedule, SparseGrad, np_dtype
 
 __all__ = ["NumpyBackend", "RULES", "VARIANTS", "VARIANT_FEATURES", "FEATURES", "Rules"]
@@ -352,19 +355,38 @@ def _dense_chunks(lo, hi, chunk, c, g, p_in, m_in, v_in, vh_in, p_out, m_out, v_
 def dense_update(c: _Coef, g: np.ndarray, p_in: np.ndarray, m_in: np.ndarray, v_in: np.ndarray,
                  vh_in: np.ndarray | None, p_out: np.ndarray, m_out: np.ndarray, v_out: np.ndarray,
                  vh_out: np.ndarray | None, *, threads: int | None = None,
-                 chunk: int | None = None, gsq: np.ndarray | None = None) -> None:
-    """Fused dense update over flat, C-contiguous arrays of one dtype (outputs may alias
-    inputs). `threads=1, chunk=n` gives the plain unchunked computation."""
+                 chunk: int | None = None, gsq: np.ndarray | None = None,
+                 compiled: bool | None = None) -> None:
+    """Fused dense update over flat arrays of one dtype (outputs may alias inputs).
+
+    `compiled`: None runs the numba kernel (numpy_compiled) where it serves the dtype
+    and size, else the chunked ufunc path; True or False forces one (True without numba raises).
+    Both give the same bits. `threads=1, chunk=n` gives the plain unchunked ufunc
+    computation."""
     n = g.shape[0]
     if n == 0:
         return
     ch = chunk or _chunk_elems(g.dtype)
     th = _default_threads() if threads is None else threads
-
-    def run(lo: int, hi: int) -> None:
-        _dense_range(lo, hi, ch, c, g, p_in, m_in, v_in, vh_in, p_out, m_out, v_out, vh_out, gsq)
+    if numpy_compiled.supports(g.dtype, n) if compiled is None else compiled:
+        if all(_same(o, i) for o, i in ((p_out, p_in), (m_out, m_in), (v_out, v_in), (vh_out, vh_in))):
+            run = lambda lo, hi: numpy_compiled.dense_inplace(lo, hi, c, g, p_in, m_in, v_in, vh_in, gsq)  # noqa: E731
+        else:
+            run = lambda lo, hi: numpy_compiled.dense_out(lo, hi, c, g, p_in, m_in, v_in, vh_in,  # noqa: E731
+                                                          p_out, m_out, v_out, vh_out, gsq)
+    else:
+        def run(lo: int, hi: int) -> None:
+            _dense_range(lo, hi, ch, c, g, p_in, m_in, v_in, vh_in, p_out, m_out, v_out, vh_out, gsq)
 
     _parallel(n, ch, run, th)
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Whether two arrays (or two Nones) are the same memory, element for element."""
+    if a is None or b is None:
+        return a is b
+    return a is b or (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+                      and a.strides == b.strides and a.shape == b.shape)
 
 
 # -- scalars ------------------------------------------------------------------------
@@ -620,7 +642,10 @@ class NumpyBackend:
     def versions(self) -> dict[str, str]:
         """The libraries this backend computes with (stamped into results.json)."""
         import ml_dtypes
-        return {"numpy": np.__version__, "ml_dtypes": ml_dtypes.__version__}
+        out = {"numpy": np.__version__, "ml_dtypes": ml_dtypes.__version__}
+        if numpy_compiled.AVAILABLE:
+            out["numba"] = numpy_compiled.version()
+        return out
 
     def api(self) -> Any:
         """The object-level API world: a Keras-like Adam built on this backend."""
