@@ -360,15 +360,16 @@ def dense_update(c: _Coef, g: np.ndarray, p_in: np.ndarray, m_in: np.ndarray, v_
     """Fused dense update over flat arrays of one dtype (outputs may alias inputs).
 
     `compiled`: None runs the numba kernel (numpy_compiled) where it serves the dtype
-    and size, else the chunked ufunc path; True or False forces one (True without numba raises).
-    Both give the same bits. `threads=1, chunk=n` gives the plain unchunked ufunc
+    and size, else the chunked ufunc path; False forces the ufunc path, True the kernel
+    at every size of float32 and float64 (without numba it raises). Both give the same
+    bits. `threads=1, chunk=n` gives the plain unchunked ufunc
     computation."""
     n = g.shape[0]
     if n == 0:
         return
     ch = chunk or _chunk_elems(g.dtype)
     th = _default_threads() if threads is None else threads
-    if numpy_compiled.supports(g.dtype, n) if compiled is None else compiled:
+    if numpy_compiled.supports(g.dtype, n) if compiled is None else (compiled and g.dtype in numpy_compiled.DTYPES):
         if all(_same(o, i) for o, i in ((p_out, p_in), (m_out, m_in), (v_out, v_in), (vh_out, vh_in))):
             run = lambda lo, hi: numpy_compiled.dense_inplace(lo, hi, c, g, p_in, m_in, v_in, vh_in, gsq)  # noqa: E731
         else:
@@ -636,8 +637,11 @@ class NumpyBackend:
     dtypes = DTYPES
     features = FEATURES
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, compiled: bool | None = None) -> None:
+        """threads: for large dense arrays (default: the usable cores); compiled: as
+        `dense_update`'s (None: the numba kernel where it serves; False: never)."""
         self.threads = threads
+        self.compiled = compiled
 
     def versions(self) -> dict[str, str]:
         """The libraries this backend computes with (stamped into results.json)."""
@@ -814,7 +818,7 @@ class NumpyBackend:
                              flat(vh) if amsgrad else None,
                              po.reshape(-1), mo.reshape(-1), vo.reshape(-1),
                              vho.reshape(-1) if amsgrad else None, threads=threads,
-                             gsq=flat(gsqs.get(i)))
+                             gsq=flat(gsqs.get(i)), compiled=self.compiled)
             if vh is not None and not amsgrad and not inplace:   # vhat carried along unchanged
                 np.copyto(vho, vh)
             out_p.append(po)

@@ -24,7 +24,9 @@ or not thread-safe (workqueue: two threads launching at once abort the process),
 the backend runs in forked workers and under threaded callers. The benchmark
 (benchmarks/bench_dense_step.py) measures the `parallel=True` build beside it.
 
-Two loops, in place and out of place: with an output that is also an input LLVM's
+The loops index from 0 over slices: with a start that could be negative every access
+would carry numba's wraparound test and nothing would be vectorized. Two loops, in
+place and out of place: with an output that is also an input LLVM's
 runtime overlap check fails and it falls back to scalar code (about 8x slower in
 cache), so the in-place loop reads and writes through the same array.
 
@@ -89,31 +91,49 @@ _elem: Any = _element
 
 def _inplace(lo, hi, g, gsq, p, m, v, vh, omb1, omb2, alpha, eps, wd, lr, has_wd, has_gsq, ams):
     """Elements [lo, hi) of p, m, v (and vh) updated in place."""
-    for i in _prange(lo, hi):
-        x = gsq[i] if has_gsq else g[i]
-        h = vh[i] if ams else v[i]
-        po, mo, vo, ho = _elem(g[i], x, p[i], m[i], v[i], h, omb1, omb2, alpha, eps, wd, lr,
+    # one slice a statement: under parallel=True, arrays unpacked from a tuple of four or
+    # more are copies and the writes are lost (numba issue 5872, open in 0.68)
+    g_ = g[lo:hi]
+    q_ = gsq[lo:hi]
+    p_ = p[lo:hi]
+    m_ = m[lo:hi]
+    v_ = v[lo:hi]
+    h_ = vh[lo:hi]
+    for i in _prange(hi - lo):              # from 0: i >= 0 is then provable (see the module doc)
+        x = q_[i] if has_gsq else g_[i]
+        h = h_[i] if ams else v_[i]
+        po, mo, vo, ho = _elem(g_[i], x, p_[i], m_[i], v_[i], h, omb1, omb2, alpha, eps, wd, lr,
                                has_wd, has_gsq, ams)
-        p[i] = po
-        m[i] = mo
-        v[i] = vo
+        p_[i] = po
+        m_[i] = mo
+        v_[i] = vo
         if ams:
-            vh[i] = ho
+            h_[i] = ho
 
 
 def _out(lo, hi, g, gsq, p, m, v, vh, p_o, m_o, v_o, vh_o, omb1, omb2, alpha, eps, wd, lr,
          has_wd, has_gsq, ams):
     """Elements [lo, hi) read from p, m, v (and vh), written to the *_o arrays."""
-    for i in _prange(lo, hi):
-        x = gsq[i] if has_gsq else g[i]
-        h = vh[i] if ams else v[i]
-        po, mo, vo, ho = _elem(g[i], x, p[i], m[i], v[i], h, omb1, omb2, alpha, eps, wd, lr,
+    g_ = g[lo:hi]
+    q_ = gsq[lo:hi]
+    p_ = p[lo:hi]
+    m_ = m[lo:hi]
+    v_ = v[lo:hi]
+    h_ = vh[lo:hi]
+    po_ = p_o[lo:hi]
+    mo_ = m_o[lo:hi]
+    vo_ = v_o[lo:hi]
+    ho_ = vh_o[lo:hi]
+    for i in _prange(hi - lo):
+        x = q_[i] if has_gsq else g_[i]
+        h = h_[i] if ams else v_[i]
+        po, mo, vo, ho = _elem(g_[i], x, p_[i], m_[i], v_[i], h, omb1, omb2, alpha, eps, wd, lr,
                                has_wd, has_gsq, ams)
-        p_o[i] = po
-        m_o[i] = mo
-        v_o[i] = vo
+        po_[i] = po
+        mo_[i] = mo
+        vo_[i] = vo
         if ams:
-            vh_o[i] = ho
+            ho_[i] = ho
 
 
 _OPS = dict(fastmath=False, error_model="numpy")   # IEEE: no contraction, x/0 is inf, not an exception
@@ -145,39 +165,27 @@ def _get() -> tuple[Any, Any]:
     return _kernels
 
 
-_EMPTY: dict[np.dtype, np.ndarray] = {}
-
-
-def _none(dtype: np.dtype) -> np.ndarray:
-    e = _EMPTY.get(dtype)
-    if e is None:
-        e = _EMPTY[dtype] = np.empty(0, dtype)
-    return e
-
-
-def _flags_and_fillers(c: Any, g: np.ndarray, gsq, vh_in) -> tuple:
-    T = g.dtype.type
+def _scalars(c: Any, T: type) -> tuple:
     z = T(0)
-    wd = z if c.wd is None else T(c.wd[()])
-    lr = z if c.lr is None else T(c.lr[()])
-    e = _none(g.dtype)
-    return (gsq if gsq is not None else e, vh_in if vh_in is not None else e,
-            T(c.omb1[()]), T(c.omb2[()]), T(c.alpha[()]), T(c.eps[()]), wd, lr,
-            c.wd is not None, gsq is not None, vh_in is not None)
+    return (T(c.omb1[()]), T(c.omb2[()]), T(c.alpha[()]), T(c.eps[()]),
+            z if c.wd is None else T(c.wd[()]), z if c.lr is None else T(c.lr[()]))
 
+
+# An absent operand (gsq, vhat) is passed as an array the loop already uses, never as an
+# empty one: LLVM vectorizes behind a runtime check that no written array overlaps any
+# other array's [base, base + n) range, and an empty array's range overlaps at random.
 
 def dense_inplace(lo: int, hi: int, c: Any, g: np.ndarray, p: np.ndarray, m: np.ndarray, v: np.ndarray,
                   vh: np.ndarray | None, gsq: np.ndarray | None = None) -> None:
     """The step on flat elements [lo, hi), in place (c: numpy_backend._Coef)."""
-    gs, vhs, omb1, omb2, alpha, eps, wd, lr, has_wd, has_gsq, ams = _flags_and_fillers(c, g, gsq, vh)
-    _get()[0](lo, hi, g, gs, p, m, v, vhs, omb1, omb2, alpha, eps, wd, lr, has_wd, has_gsq, ams)
+    _get()[0](lo, hi, g, g if gsq is None else gsq, p, m, v, v if vh is None else vh,
+              *_scalars(c, g.dtype.type), c.wd is not None, gsq is not None, vh is not None)
 
 
 def dense_out(lo: int, hi: int, c: Any, g: np.ndarray, p: np.ndarray, m: np.ndarray, v: np.ndarray,
               vh: np.ndarray | None, p_o: np.ndarray, m_o: np.ndarray, v_o: np.ndarray,
               vh_o: np.ndarray | None, gsq: np.ndarray | None = None) -> None:
     """The step on flat elements [lo, hi), from the inputs into the outputs."""
-    gs, vhs, omb1, omb2, alpha, eps, wd, lr, has_wd, has_gsq, ams = _flags_and_fillers(c, g, gsq, vh)
-    vho = vh_o if vh_o is not None else _none(g.dtype)
-    _get()[1](lo, hi, g, gs, p, m, v, vhs, p_o, m_o, v_o, vho, omb1, omb2, alpha, eps, wd, lr,
-              has_wd, has_gsq, ams)
+    ams = vh is not None
+    _get()[1](lo, hi, g, g if gsq is None else gsq, p, m, v, vh if ams else v, p_o, m_o, v_o,
+              vh_o if ams else v_o, *_scalars(c, g.dtype.type), c.wd is not None, gsq is not None, ams)
