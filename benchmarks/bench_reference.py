@@ -5,12 +5,16 @@ plain-mpmath baseline is the straightforward per-element loop (mpf objects, the 
 formula, no error scale); the reference also computes S and the ill-conditioning margin
 for every element.
 
-    python benchmarks/bench_reference.py [--n 20000] [--repeat 3] [--json]
+    python benchmarks/bench_reference.py [--n 20000] [--repeat 5] [--json]
+
+The two are timed in interleaved rounds, so a loaded machine slows both alike; the
+speed-up is reported best against best and per round (min, median, max).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import mpmath
@@ -42,19 +46,16 @@ def plain_mpmath(st: AdamState, grads: list[np.ndarray], h: Hyper) -> list[float
     return out
 
 
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5, help="interleaved rounds (reference, then plain mpmath)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     variant = load_spec().variant("keras-legacy")
@@ -62,10 +63,16 @@ def main() -> None:
     st, g = state(a.n)
     n_plain = max(a.n // 10, 1000)
     st_small, g_small = state(n_plain)
-    t_ref = best(lambda: step(variant, "float32", h, st, g), a.repeat)
-    t_plain = best(lambda: plain_mpmath(st_small, g_small, h), a.repeat) * (a.n / n_plain)
-    res = {"elements": a.n, "reference_elem_steps_per_s": a.n / t_ref,
-           "plain_mpmath_elem_steps_per_s": a.n / t_plain, "speedup": t_plain / t_ref}
+    # interleaved, so both sides see the same load; each round gives one ratio
+    t_ref, t_plain = [], []
+    for _ in range(a.repeat):
+        t_ref.append(timed(lambda: step(variant, "float32", h, st, g)))
+        t_plain.append(timed(lambda: plain_mpmath(st_small, g_small, h)) * (a.n / n_plain))
+    ratios = sorted(p / r for p, r in zip(t_plain, t_ref))
+    res = {"elements": a.n, "reference_elem_steps_per_s": a.n / min(t_ref),
+           "plain_mpmath_elem_steps_per_s": a.n / min(t_plain), "speedup": min(t_plain) / min(t_ref),
+           "speedup_per_round": {"min": ratios[0], "median": ratios[len(ratios) // 2], "max": ratios[-1]},
+           "loadavg": os.getloadavg()}
     # agreement of the two on the shared elements (sanity: same formula, same inputs)
     r = step(variant, "float32", h, st_small, g_small).approx("params")[0]
     res["max_abs_diff_vs_plain"] = float(np.max(np.abs(r - np.array(plain_mpmath(st_small, g_small, h)))))
@@ -74,7 +81,9 @@ def main() -> None:
         return
     print(f"reference (gmpy2, with error scale) {res['reference_elem_steps_per_s']:12,.0f} element-steps/s")
     print(f"plain mpmath loop                   {res['plain_mpmath_elem_steps_per_s']:12,.0f} element-steps/s")
-    print(f"speedup                             {res['speedup']:12.1f} x")
+    r = res["speedup_per_round"]
+    print(f"speedup (best / best)               {res['speedup']:12.1f} x   per round: min {r['min']:.1f}, "
+          f"median {r['median']:.1f}, max {r['max']:.1f}; load average {res['loadavg'][0]:.1f}")
     print(f"max |difference| of the results     {res['max_abs_diff_vs_plain']:12.3g}")
 
 
