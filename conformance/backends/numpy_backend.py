@@ -30,6 +30,7 @@ the same kernels on the caller's arrays.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Collection, Sequence
@@ -136,6 +137,7 @@ _ALL_NONE = "No gradients provided for any variable"
 # budget per array, arrays below PARALLEL_MIN elements run on the calling thread.
 CHUNK_BYTES = int(os.environ.get("ADAMCONF_NUMPY_CHUNK_BYTES", 512 * 1024))
 PARALLEL_MIN = int(os.environ.get("ADAMCONF_NUMPY_PARALLEL_MIN", 1 << 18))
+BLOCKS_PER_THREAD = 8
 
 
 # -- threads ---------------------------------------------------------------------------
@@ -188,21 +190,29 @@ def _chunk_elems(dtype: np.dtype) -> int:
 
 
 def _parallel(n: int, chunk: int, fn: Callable[[int, int], None], threads: int) -> None:
-    """Run fn(lo, hi) over [0, n): inline when small, else split across the pool (the
-    calling thread takes the first range)."""
+    """Run fn(lo, hi) over [0, n): inline when small, else in blocks (about
+    BLOCKS_PER_THREAD per thread) that the calling thread and threads - 1 pool workers
+    take in turn. Dynamic, not one fixed share per thread: on a shared machine a thread
+    the OS pauses leaves its remaining blocks to the others instead of holding up the step."""
     if threads <= 1 or n < PARALLEL_MIN:
         fn(0, n)
         return
-    per = -(-n // threads)
-    per = -(-per // 64) * 64                # equal shares, starting on 256-byte boundaries
-    ranges = [(lo, min(n, lo + per)) for lo in range(0, n, per)]
-    if len(ranges) == 1:
+    per = max(-(-n // (threads * BLOCKS_PER_THREAD)), PARALLEL_MIN // 4)
+    per = -(-per // 64) * 64                # blocks start on 256-byte boundaries
+    nblocks = -(-n // per)
+    if nblocks == 1:
         fn(0, n)
         return
+    ticket = itertools.count()              # next() on it is atomic under the GIL
+
+    def worker() -> None:
+        while (i := next(ticket)) < nblocks:
+            fn(i * per, min(n, (i + 1) * per))
+
     pool = _get_pool(threads - 1)
-    futs = [pool.submit(fn, lo, hi) for lo, hi in ranges[1:]]
+    futs = [pool.submit(worker) for _ in range(min(threads, nblocks) - 1)]
     try:
-        fn(*ranges[0])
+        worker()
     finally:
         errors = []
         for f in futs:

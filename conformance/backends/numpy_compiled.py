@@ -151,8 +151,12 @@ def build(parallel: bool = False, cache: bool = True) -> tuple[Any, Any]:
     if _elem is _element:                    # the loops call these two by their global names
         _prange = numba.prange               # range in a serial kernel
         _elem = numba.njit(inline="always", **_OPS)(_element)
-    jit = numba.njit(nogil=True, parallel=parallel, cache=cache and not parallel, **_OPS)
-    return jit(_inplace), jit(_out)
+    try:
+        jit = numba.njit(nogil=True, parallel=parallel, cache=cache and not parallel, **_OPS)
+        return jit(_inplace), jit(_out)
+    except RuntimeError:                     # no writable cache location: compile per process
+        jit = numba.njit(nogil=True, parallel=parallel, cache=False, **_OPS)
+        return jit(_inplace), jit(_out)
 
 
 _kernels: tuple[Any, Any] | None = None
