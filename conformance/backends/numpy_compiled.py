@@ -21,14 +21,16 @@ a large array across its own persistent thread pool. That is deliberate rather t
 `parallel=True`: numba's threading layers that come with a pip install are either not
 fork-safe (GNU OpenMP: a forked child that launches a parallel region is terminated)
 or not thread-safe (workqueue: two threads launching at once abort the process), and
-the backend runs in forked workers and under threaded callers. The benchmark
+the backend may run in forked worker processes and under threaded callers; OpenMP's
+spinning threads also stall on a loaded machine (a 2^18-element step took 16 ms under
+it against 0.12 ms on the pool, measured on 2 shared cores). The benchmark
 (benchmarks/bench_dense_step.py) measures the `parallel=True` build beside it.
 
 The loops index from 0 over slices: with a start that could be negative every access
 would carry numba's wraparound test and nothing would be vectorized. Two loops, in
-place and out of place: with an output that is also an input LLVM's
-runtime overlap check fails and it falls back to scalar code (about 8x slower in
-cache), so the in-place loop reads and writes through the same array.
+place and out of place: with an output that is also an input LLVM's runtime overlap
+check fails and it falls back to scalar code (about 8x slower in cache), so the
+in-place loop reads and writes through the same array.
 
 Installed by the `fast` extra (`pip install -e '.[fast]'`); `ADAMCONF_NUMPY_COMPILED=0`
 turns it off. Compiled code is cached on disk (numba `cache=True`), so only the first
@@ -175,9 +177,8 @@ def _scalars(c: Any, T: type) -> tuple:
             z if c.wd is None else T(c.wd[()]), z if c.lr is None else T(c.lr[()]))
 
 
-# An absent operand (gsq, vhat) is passed as an array the loop already uses, never as an
-# empty one: LLVM vectorizes behind a runtime check that no written array overlaps any
-# other array's [base, base + n) range, and an empty array's range overlaps at random.
+# An absent operand (gsq, vhat) is passed as an array of the right length that the flags
+# keep the loop from touching (g, v), so every slice in the kernel is in bounds.
 
 def dense_inplace(lo: int, hi: int, c: Any, g: np.ndarray, p: np.ndarray, m: np.ndarray, v: np.ndarray,
                   vh: np.ndarray | None, gsq: np.ndarray | None = None) -> None:
