@@ -3,10 +3,16 @@
 Values are drawn per dtype across its whole range on purpose: zeros, subnormals,
 gradients whose square underflows or overflows, mixed scales inside one tensor,
 beta_2 within a few ulps of 1, epsilon zero, tiny and huge, step counts up to 10^7.
+
+Every strategy is built once per argument set (`functools.cache`), not once per draw:
+hypothesis validates a strategy object the first time it is drawn from, and strategies
+rebuilt inside a composite on every draw were validated thousands of times per check
+(a quarter of a ci run). The same structure draws the same examples either way.
 """
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numpy as np
 from hypothesis import strategies as st
@@ -23,6 +29,7 @@ def _cast(x: float, dtype: str) -> float:
     return float(np.asarray(x).astype(np_dtype(dtype)).astype(np.float64))
 
 
+@cache
 def magnitudes(dtype: str, lo: int | None = None, hi: int | None = None) -> st.SearchStrategy[float]:
     """Positive values with a log-uniform exponent over [lo, hi] (default: the whole
     normal range and a bit of the subnormal one)."""
@@ -33,6 +40,7 @@ def magnitudes(dtype: str, lo: int | None = None, hi: int | None = None) -> st.S
                      st.floats(1.0, 2.0, exclude_max=True), st.integers(lo, hi))
 
 
+@cache
 def scalars(dtype: str, *, edge: bool = True) -> st.SearchStrategy[float]:
     """Signed values: mostly moderate, sometimes zero, tiny or huge."""
     f = fmt(dtype)
@@ -46,38 +54,46 @@ def scalars(dtype: str, *, edge: bool = True) -> st.SearchStrategy[float]:
     return st.one_of(moderate, moderate, moderate, st.just(0.0), wide, square_edge)
 
 
+@cache
 def shapes() -> st.SearchStrategy[tuple[int, ...]]:
     return st.one_of(st.just(()), st.tuples(st.integers(0, 6)), st.tuples(st.integers(1, 4), st.integers(1, 3)))
 
 
+@cache
 def arrays(dtype: str, shape: tuple[int, ...], elements: st.SearchStrategy[float]) -> st.SearchStrategy[np.ndarray]:
     n = int(np.prod(shape)) if shape else 1
     return st.lists(elements, min_size=n, max_size=n).map(
         lambda xs: np.asarray(xs, dtype=np.float64).reshape(shape).astype(np_dtype(dtype)))
 
 
+@cache
 def beta_1s() -> st.SearchStrategy[float]:
     return st.one_of(st.sampled_from([0.9, 0.0, 0.5, 0.99, 0.999]), st.floats(0.0, 0.9999))
 
 
+@cache
 def beta_2s() -> st.SearchStrategy[float]:
     near_one = st.integers(1, 40).map(lambda k: 1.0 - k * 2.0 ** -26)
     return st.one_of(st.sampled_from([0.999, 0.9, 0.99, 0.9999, 0.999999]), st.floats(0.5, 0.99999), near_one)
 
 
+@cache
 def epsilons() -> st.SearchStrategy[float]:
     return st.one_of(st.sampled_from([1e-7, 1e-8, 0.0, 1e-30, 1e-3, 1.0, 1e8]),
                      st.floats(1e-12, 1e-2))
 
 
+@cache
 def learning_rates() -> st.SearchStrategy[float]:
     return st.one_of(st.sampled_from([0.001, 0.1, 1.0, 1e-5]), st.floats(1e-6, 10.0))
 
 
+@cache
 def iterations() -> st.SearchStrategy[int]:
     return st.one_of(st.integers(0, 12), st.integers(0, 10_000), st.integers(0, 10 ** 7))
 
 
+@cache
 def schedules() -> st.SearchStrategy[Schedule]:
     exp = st.builds(lambda lr, steps, rate, stair: Schedule("exponential", initial=lr, steps=steps, rate=rate, staircase=stair),
                     learning_rates(), st.sampled_from([1.0, 10.0, 1000.0]), st.floats(0.5, 0.99), st.booleans())
@@ -88,6 +104,21 @@ def schedules() -> st.SearchStrategy[Schedule]:
     return st.one_of(exp, inv, pw)
 
 
+_DECAYS = st.one_of(st.sampled_from([0.01, 0.5]), st.floats(1e-6, 10.0))
+_WEIGHT_DECAYS = st.one_of(st.sampled_from([0.004, 0.1]), st.floats(1e-6, 1.0))
+_EMA_MOMENTA = st.one_of(st.just(0.99), st.floats(0.0, 0.999))
+_EMA_FREQUENCIES = st.sampled_from([None, 1, 2, 3])
+_EPS_ROOTS = st.sampled_from([1e-8, 1e-16, 1.0]) | st.floats(0.0, 1e-3)
+_CLIPS = st.one_of(st.sampled_from([1.0, 0.5, 1e-3]), st.floats(1e-4, 100.0))
+_SPARSE_SHAPES = st.tuples(st.integers(1, 6)) | st.tuples(st.integers(1, 4), st.integers(1, 3))
+
+
+@cache
+def _second_moments(dtype: str, edge: bool) -> st.SearchStrategy[float]:
+    """Values of v (and vhat): zero or positive over the whole range, or moderate."""
+    return st.one_of(st.just(0.0), magnitudes(dtype)) if edge else magnitudes(dtype, -24, 12)
+
+
 @st.composite
 def hypers(draw, variant: Variant, features: frozenset[str] = frozenset()) -> Hyper:
     h = Hyper(learning_rate=draw(learning_rates()), beta_1=draw(beta_1s()), beta_2=draw(beta_2s()),
@@ -96,14 +127,14 @@ def hypers(draw, variant: Variant, features: frozenset[str] = frozenset()) -> Hy
     if "schedule" in features:
         kw["learning_rate"] = draw(schedules())
     if "decay" in features:
-        kw["decay"] = draw(st.one_of(st.sampled_from([0.01, 0.5]), st.floats(1e-6, 10.0)))
+        kw["decay"] = draw(_DECAYS)
     if "weight_decay" in features:
-        kw["weight_decay"] = draw(st.one_of(st.sampled_from([0.004, 0.1]), st.floats(1e-6, 1.0)))
+        kw["weight_decay"] = draw(_WEIGHT_DECAYS)
     if "ema" in features:
-        kw.update(use_ema=True, ema_momentum=draw(st.one_of(st.just(0.99), st.floats(0.0, 0.999))),
-                  ema_overwrite_frequency=draw(st.sampled_from([None, 1, 2, 3])))
+        kw.update(use_ema=True, ema_momentum=draw(_EMA_MOMENTA),
+                  ema_overwrite_frequency=draw(_EMA_FREQUENCIES))
     if "eps_root" in features:
-        kw["eps_root"] = draw(st.sampled_from([1e-8, 1e-16, 1.0]) | st.floats(0.0, 1e-3))
+        kw["eps_root"] = draw(_EPS_ROOTS)
     if "maximize" in features:
         kw["maximize"] = True
     if "adaptive_epsilon" in features:
@@ -112,7 +143,7 @@ def hypers(draw, variant: Variant, features: frozenset[str] = frozenset()) -> Hy
     if len(clips) == 3:  # a combination: any two or all three (pairs decide precedence)
         clips = sorted(draw(st.sets(st.sampled_from(clips), min_size=2, max_size=3)))
     for k in clips:
-        kw[k] = draw(st.one_of(st.sampled_from([1.0, 0.5, 1e-3]), st.floats(1e-4, 100.0)))
+        kw[k] = draw(_CLIPS)
     return h.replace(**kw)
 
 
@@ -123,7 +154,7 @@ def scenarios(draw, variant: Variant, dtype: str, features: frozenset[str] = fro
     """One step of `variant` in `dtype` from an arbitrary reachable state."""
     hyper = draw(hypers(variant, features))
     k = draw(st.integers(*n_vars))
-    shp = [draw(st.tuples(st.integers(1, 6)) | st.tuples(st.integers(1, 4), st.integers(1, 3))) if sparse else draw(shapes())
+    shp = [draw(_SPARSE_SHAPES) if sparse else draw(shapes())
            for _ in range(k)]
     vals = scalars(dtype, edge=edge)
     params = [draw(arrays(dtype, s, vals)) for s in shp]
@@ -132,10 +163,10 @@ def scenarios(draw, variant: Variant, dtype: str, features: frozenset[str] = fro
         state = AdamState.zeros_like(params, amsgrad=hyper.amsgrad, ema=hyper.use_ema)
     else:
         m = [draw(arrays(dtype, s, vals)) for s in shp]
-        v = [draw(arrays(dtype, s, st.one_of(st.just(0.0), magnitudes(dtype)) if edge else magnitudes(dtype, -24, 12))) for s in shp]
+        v = [draw(arrays(dtype, s, _second_moments(dtype, edge))) for s in shp]
         vhat = None
         if hyper.amsgrad:
-            vhat = [np.maximum(vv, draw(arrays(dtype, s, st.one_of(st.just(0.0), magnitudes(dtype))))) for vv, s in zip(v, shp)]
+            vhat = [np.maximum(vv, draw(arrays(dtype, s, _second_moments(dtype, True)))) for vv, s in zip(v, shp)]
         ema = [draw(arrays(dtype, s, vals)) for s in shp] if hyper.use_ema else None
         state = AdamState(params, m, v, it, vhat, None, None, ema)
     if variant.beta_powers == "accumulated":
@@ -186,6 +217,7 @@ def _accumulated(b32: float, t: int) -> float:
     return float(p)
 
 
+@cache
 def special_values(dtype: str) -> st.SearchStrategy[float]:
     f = fmt(dtype)
     return st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan, f.max, -f.max,

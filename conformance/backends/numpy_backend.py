@@ -17,7 +17,9 @@ update to one cache-sized chunk of every array before moving to the next (a fuse
 pass: twelve in-place ufunc calls on data that stay in cache), and `_parallel` splits
 big arrays across a persistent thread pool (numpy's loops release the GIL).
 Elementwise operations do not depend on how the arrays are cut, so the chunked,
-threaded result is bit-for-bit the unchunked one.
+threaded result is bit-for-bit the unchunked one. With numba installed (the `fast`
+extra), float32 and float64 arrays of MIN_ELEMENTS or more run a compiled kernel with
+the same op order instead (`numpy_compiled`: one pass over memory, same bits).
 
 `step` never modifies its inputs: it reads them once and writes new output arrays
 (cheaper than copying the inputs first and updating the copies; large outputs come
@@ -28,6 +30,7 @@ the same kernels on the caller's arrays.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Collection, Sequence
@@ -37,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from adamconf.backends import numpy_compiled
 from adamconf.backends.step_inputs import asked_features, check_gradient_count
 from adamconf.reference.state import DTYPES, AdamState, Hyper, Schedule, SparseGrad, np_dtype
 
@@ -133,6 +137,7 @@ RULES: dict[str, Rules] = {
 # budget per array, arrays below PARALLEL_MIN elements run on the calling thread.
 CHUNK_BYTES = int(os.environ.get("ADAMCONF_NUMPY_CHUNK_BYTES", 512 * 1024))
 PARALLEL_MIN = int(os.environ.get("ADAMCONF_NUMPY_PARALLEL_MIN", 1 << 18))
+BLOCKS_PER_THREAD = 8
 
 
 # -- threads ---------------------------------------------------------------------------
@@ -185,21 +190,29 @@ def _chunk_elems(dtype: np.dtype) -> int:
 
 
 def _parallel(n: int, chunk: int, fn: Callable[[int, int], None], threads: int) -> None:
-    """Run fn(lo, hi) over [0, n): inline when small, else split across the pool (the
-    calling thread takes the first range)."""
+    """Run fn(lo, hi) over [0, n): inline when small, else in blocks (about
+    BLOCKS_PER_THREAD per thread) that the calling thread and threads - 1 pool workers
+    take in turn. Dynamic, not one fixed share per thread: on a shared machine a thread
+    the OS pauses leaves its remaining blocks to the others instead of holding up the step."""
     if threads <= 1 or n < PARALLEL_MIN:
         fn(0, n)
         return
-    per = -(-n // threads)
-    per = -(-per // 64) * 64                # equal shares, starting on 256-byte boundaries
-    ranges = [(lo, min(n, lo + per)) for lo in range(0, n, per)]
-    if len(ranges) == 1:
+    per = max(-(-n // (threads * BLOCKS_PER_THREAD)), PARALLEL_MIN // 4)
+    per = -(-per // 64) * 64                # blocks start on 256-byte boundaries
+    nblocks = -(-n // per)
+    if nblocks == 1:
         fn(0, n)
         return
+    ticket = itertools.count()              # next() on it is atomic under the GIL
+
+    def worker() -> None:
+        while (i := next(ticket)) < nblocks:
+            fn(i * per, min(n, (i + 1) * per))
+
     pool = _get_pool(threads - 1)
-    futs = [pool.submit(fn, lo, hi) for lo, hi in ranges[1:]]
+    futs = [pool.submit(worker) for _ in range(min(threads, nblocks) - 1)]
     try:
-        fn(*ranges[0])
+        worker()
     finally:
         errors = []
         for f in futs:
@@ -352,19 +365,39 @@ def _dense_chunks(lo, hi, chunk, c, g, p_in, m_in, v_in, vh_in, p_out, m_out, v_
 def dense_update(c: _Coef, g: np.ndarray, p_in: np.ndarray, m_in: np.ndarray, v_in: np.ndarray,
                  vh_in: np.ndarray | None, p_out: np.ndarray, m_out: np.ndarray, v_out: np.ndarray,
                  vh_out: np.ndarray | None, *, threads: int | None = None,
-                 chunk: int | None = None, gsq: np.ndarray | None = None) -> None:
-    """Fused dense update over flat, C-contiguous arrays of one dtype (outputs may alias
-    inputs). `threads=1, chunk=n` gives the plain unchunked computation."""
+                 chunk: int | None = None, gsq: np.ndarray | None = None,
+                 compiled: bool | None = None) -> None:
+    """Fused dense update over flat arrays of one dtype (outputs may alias inputs).
+
+    `compiled`: None runs the numba kernel (numpy_compiled) where it serves the dtype
+    and size, else the chunked ufunc path; False forces the ufunc path, True the kernel
+    at every size of float32 and float64 (without numba it raises). Both give the same
+    bits. `threads=1, chunk=n` gives the plain unchunked ufunc
+    computation."""
     n = g.shape[0]
     if n == 0:
         return
     ch = chunk or _chunk_elems(g.dtype)
     th = _default_threads() if threads is None else threads
-
-    def run(lo: int, hi: int) -> None:
-        _dense_range(lo, hi, ch, c, g, p_in, m_in, v_in, vh_in, p_out, m_out, v_out, vh_out, gsq)
+    if numpy_compiled.supports(g.dtype, n) if compiled is None else (compiled and g.dtype in numpy_compiled.DTYPES):
+        if all(_same(o, i) for o, i in ((p_out, p_in), (m_out, m_in), (v_out, v_in), (vh_out, vh_in))):
+            run = lambda lo, hi: numpy_compiled.dense_inplace(lo, hi, c, g, p_in, m_in, v_in, vh_in, gsq)  # noqa: E731
+        else:
+            run = lambda lo, hi: numpy_compiled.dense_out(lo, hi, c, g, p_in, m_in, v_in, vh_in,  # noqa: E731
+                                                          p_out, m_out, v_out, vh_out, gsq)
+    else:
+        def run(lo: int, hi: int) -> None:
+            _dense_range(lo, hi, ch, c, g, p_in, m_in, v_in, vh_in, p_out, m_out, v_out, vh_out, gsq)
 
     _parallel(n, ch, run, th)
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Whether two arrays (or two Nones) are the same memory, element for element."""
+    if a is None or b is None:
+        return a is b
+    return a is b or (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+                      and a.strides == b.strides and a.shape == b.shape)
 
 
 # -- scalars ------------------------------------------------------------------------
@@ -614,13 +647,19 @@ class NumpyBackend:
     dtypes = DTYPES
     features = FEATURES
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, compiled: bool | None = None) -> None:
+        """threads: for large dense arrays (default: the usable cores); compiled: as
+        `dense_update`'s (None: the numba kernel where it serves; False: never)."""
         self.threads = threads
+        self.compiled = compiled
 
     def versions(self) -> dict[str, str]:
         """The libraries this backend computes with (stamped into results.json)."""
         import ml_dtypes
-        return {"numpy": np.__version__, "ml_dtypes": ml_dtypes.__version__}
+        out = {"numpy": np.__version__, "ml_dtypes": ml_dtypes.__version__}
+        if numpy_compiled.AVAILABLE:
+            out["numba"] = numpy_compiled.version()
+        return out
 
     def api(self) -> Any:
         """The object-level API world: a Keras-like Adam built on this backend."""
@@ -780,7 +819,7 @@ class NumpyBackend:
                              flat(vh) if amsgrad else None,
                              po.reshape(-1), mo.reshape(-1), vo.reshape(-1),
                              vho.reshape(-1) if amsgrad else None, threads=threads,
-                             gsq=flat(gsqs.get(i)))
+                             gsq=flat(gsqs.get(i)), compiled=self.compiled)
             if vh is not None and not amsgrad and not inplace:   # vhat carried along unchanged
                 np.copyto(vho, vh)
             out_p.append(po)
