@@ -5,8 +5,10 @@ ships it in TF 2.21; checks call its own methods eagerly.
 """
 from __future__ import annotations
 
+import collections
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -60,7 +62,8 @@ class TensorFlowApi:
         out = {n: p.default for n, p in inspect.signature(cls).parameters.items()
                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
         if hasattr(cls, "get_config") and variant not in ("tf1", "tf1-compat"):
-            cfg = cls().get_config()
+            with _first_of_its_name():
+                cfg = cls().get_config()
             out.update({k: v for k, v in cfg.items() if k in out and out[k] is None})
         return out
 
@@ -93,3 +96,21 @@ class TensorFlowApi:
 
     def iterations(self, opt: Any) -> int:
         return int(np.asarray(opt.iterations.numpy() if hasattr(opt.iterations, "numpy") else opt.iterations))
+
+
+@contextmanager
+def _first_of_its_name() -> Iterator[None]:
+    """Keras 3 names an optimizer built with name=None after its class and makes the name
+    unique in the process (adam, adam_1, ...). The default is what the first one gets, so
+    build it with Keras's name counters fresh, then put the process's counters back."""
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:   # no Keras 3 here: nothing is renamed
+        yield
+        return
+    saved = global_state.get_global_attribute("object_name_uids")
+    global_state.set_global_attribute("object_name_uids", collections.defaultdict(int))
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("object_name_uids", saved)
