@@ -18,11 +18,18 @@ DEFAULT_OUT = "adamconf-out"
 
 
 def _write(path: Path, text: str) -> None:
-    """Write via a temporary file so an interrupted run leaves no half-written report."""
+    """Write via a temporary file of a unique name, so an interrupted or concurrent writer
+    leaves no half-written file and two writers never share a temporary."""
+    import os
+    import tempfile
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes it private; a report is for everyone
+    os.replace(tmp, path)
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
