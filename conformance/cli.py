@@ -230,11 +230,10 @@ def _refuse(message: str, outdir: object, pool: object) -> int:
 
 def _commit(result: object, outdir: object) -> dict:
     """Write results.json, junit.xml and report.md with this run's cases, all at once."""
-    from adamconf.reports import junit, markdown
+    from adamconf.reports import run_files
     from adamconf.runner import as_dict
     record = as_dict(result)  # type: ignore[arg-type]
-    outdir.commit({"junit.xml": junit.render(record), "report.md": markdown.render(record),  # type: ignore[attr-defined]
-                   "results.json": json.dumps(record, indent=1)})
+    outdir.commit(run_files(record))  # type: ignore[attr-defined]
     return record
 
 

@@ -156,14 +156,16 @@ def show_statistics(item: Any, run: Any) -> None:
         item.hypothesis_statistics = run.statistics.replace(cell + ":", item.nodeid + ":", 1)
 
 
+# Cell records reported by this process or its xdist workers, for --adam-out (a report
+# carries no config, so they gather here until the session ends).
+_pending: list[dict[str, Any]] = []
+
+
 def pytest_runtest_logreport(report: Any) -> None:
     """Gather each cell's record (from this process or an xdist worker) for --adam-out."""
     for key, value in getattr(report, "user_properties", ()):
         if key == "adamconf" and report.when == "call":
             _pending.append(json.loads(value))
-
-
-_pending: list[dict[str, Any]] = []
 
 
 def pytest_unconfigure(config: Any) -> None:
@@ -178,7 +180,7 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     if _STATE not in config.stash or not out or hasattr(config, "workerinput"):
         return
     from adamconf.cli import _write
-    from adamconf.reports import junit, markdown
+    from adamconf.reports import run_files
     from adamconf.runner import CheckRun, as_dict
     state = config.stash[_STATE]
     order = {c.id: i for i, c in enumerate(state["cells"])}
@@ -187,7 +189,5 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     _pending.clear()
     opts = state["opts"]
     record = as_dict(state["runner"].result(opts["variants"], opts["dtypes"], runs, time.perf_counter() - state["t0"]))
-    path = Path(out)
-    _write(path / "results.json", json.dumps(record, indent=1))
-    _write(path / "junit.xml", junit.render(record))
-    _write(path / "report.md", markdown.render(record))
+    for name, text in run_files(record).items():
+        _write(Path(out) / name, text)

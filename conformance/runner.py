@@ -46,7 +46,6 @@ from adamconf.verdicts import (
     combine,
 )
 
-PROFILES = profiles.PROFILES
 BINS = (0.0, 0.01, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
 API = "api"
 API_WORLD_SECONDS = 30.0   # building an API world may import a framework: at least this long
