@@ -12,7 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad, StepInput, dtype_name, np_dtype
+from adamconf.reference.state import (
+    CALLABLE_HYPERS,
+    AdamState,
+    Hyper,
+    Schedule,
+    SparseGrad,
+    StepInput,
+    StepTime,
+    dtype_name,
+    np_dtype,
+)
 
 FORMAT = "adamconf-case/1"
 
@@ -62,6 +72,10 @@ def _hyper(h: Hyper) -> dict[str, Any]:
     lr = h.learning_rate
     if isinstance(lr, Schedule):
         d["learning_rate"] = {"schedule": dataclasses.asdict(lr)}
+    for k in CALLABLE_HYPERS:
+        v = getattr(h, k)
+        if isinstance(v, StepTime):
+            d[k] = {"callable": {"values": [x.hex() for x in map(float, v.values)], "at": v.at}}
     for k, v in d.items():
         if isinstance(v, float):
             d[k] = {"hex": v.hex()}
@@ -78,6 +92,9 @@ def _unhyper(d: dict[str, Any]) -> Hyper:
             s["boundaries"] = tuple(s.get("boundaries", ()))
             s["values"] = tuple(s.get("values", ()))
             v = Schedule(**s)
+        elif isinstance(v, dict) and "callable" in v:
+            c = v["callable"]
+            v = StepTime(tuple(float.fromhex(x) for x in c["values"]), int(c["at"]))
         out[k] = v
     return Hyper(**out)
 

@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from adamconf import strategies as S
-from adamconf.reference.state import AdamState, Hyper, StepInput, np_dtype
+from adamconf.reference.state import AdamState, Hyper, StepInput, StepTime, np_dtype
 from adamconf.spec.model import Clause, Variant
 
 
@@ -87,6 +87,25 @@ def _trajectory(variant: Variant, dtype: str) -> st.SearchStrategy:
         more = [tuple(draw(S.arrays(dtype, np.shape(p), S.scalars(dtype, edge=False))) for p in start.state.params)
                 for _ in range(n - 1)]
         return start, [start.grads] + more
+    return build()
+
+
+def _callable(variant: Variant, dtype: str) -> st.SearchStrategy:
+    """A trajectory of 2-4 steps whose learning rate and betas (and epsilon, where the
+    variant's pages promise it: the `callable.eager-hypers` clause) are zero-argument
+    callables returning a new value at every step."""
+    from adamconf.spec import load_spec  # the clauses say which hyperparameters may be callables
+    names = ["learning_rate", "beta_1", "beta_2"]
+    if any(suffix(c) == "callable.eager-hypers" for c in load_spec().clauses_for(variant.id)):
+        names.append("epsilon")
+    draws = {"learning_rate": S.learning_rates(), "beta_1": S.beta_1s(), "beta_2": S.beta_2s(), "epsilon": S.epsilons()}
+
+    @st.composite
+    def build(draw):
+        start, grads_seq = draw(_trajectory(variant, dtype))
+        n = len(grads_seq)
+        kw = {k: StepTime(tuple(draw(st.lists(draws[k], min_size=n, max_size=n)))) for k in names}
+        return StepInput(start.variant, start.dtype, start.hyper.replace(**kw), start.state, start.grads), grads_seq
     return build()
 
 
@@ -162,6 +181,10 @@ CHECKS: dict[str, Check] = {c.name: c for c in [
           _frozen, covers=("update.bfloat16-frozen",), dtypes=("bfloat16",)),
     Check("migrate-example", "step", frozenset(), "the compat.v1 before/after example in float32",
           _migrate, covers=("migrate.same-formula", "example.before-after"), dtypes=("float32",)),
+    Check("callable", "schedule", frozenset({"callable_hyper"}),
+          "callable learning rate and betas (and epsilon where promised), read anew at every step",
+          _callable, kind="trajectory",
+          covers=("callable.learning-rate", "callable.betas", "callable.hypers", "callable.eager-hypers")),
     Check("example", "step", frozenset(), "the usage example: lr 0.1, var 10.0, grad = var; one step gives 9.9",
           _example, covers=("example.first-step", "example.sign-step")),
     # The update rule's clauses promise its outcome for every input, special values too:

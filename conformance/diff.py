@@ -32,11 +32,10 @@ import gmpy2
 import numpy as np
 
 from adamconf.diff_problems import Problem, get_problem
-from adamconf.evaluate import run_backend
+from adamconf.evaluate import judge, run_backend
 from adamconf.loading import load_backend
 from adamconf.protocol import Backend, unsupported_reason
 from adamconf.reference import adam as ref
-from adamconf.reference.bound import compare
 from adamconf.reference.state import AdamState, Hyper, StepInput, np_dtype
 from adamconf.reference.tracked import Format, const, fmt, to_float64
 from adamconf.spec.commands import HINTS
@@ -366,7 +365,7 @@ def backend_run(side: Side, hyper: Hyper, dtype: str, problem: Problem, steps: i
         if new is None:
             raise DiffError(f"side {side.label}, step {t + 1}: {msg}")
         exact = ref.step(side.variant, dtype, hyper, st, grads, flush=flush)
-        verdict = compare(exact, new, k, ("params", "m", "v", "vhat"))
+        verdict = judge(side.variant, inp, exact, new, k, tuple(flush), ("params", "m", "v", "vhat"))
         faith.worst = max(faith.worst, verdict.worst_ratio)
         if not faith.first_out and (verdict.problems or not verdict.ok):
             where = "; ".join(verdict.problems) or (

@@ -35,6 +35,8 @@ class Outcome:
     ratios: np.ndarray = field(default_factory=lambda: np.zeros(0))
     ill: int = 0
     hung: bool = False
+    elements: int = 0      # elements compared; `ieee` of them judged by an IEEE outcome, `ill` not judged
+    ieee: int = 0
     observed: AdamState | None = None
 
     @property
@@ -129,22 +131,35 @@ def run_backend(backend: Backend, inp: StepInput, timeout: float) -> tuple[AdamS
     return out, ""
 
 
+def judge(variant: Variant, inp: StepInput, exact: ref.StepResult, observed: AdamState, k: float,
+          flush: tuple[str, ...], fields: tuple[str, ...] | None = None) -> Verdict:
+    """`observed` against the exact step; where an overflow left elements ill-conditioned,
+    the plain order's IEEE outcome (reference.adam.step(ieee=True)) judges them too."""
+    verdict = compare(exact, observed, k, fields)
+    if verdict.ill and not verdict.problems:
+        alt = ref.step(variant, inp.dtype, inp.hyper, inp.state, inp.grads, flush=flush, ieee=True)
+        verdict = compare(exact, observed, k, fields, alt)
+    return verdict
+
+
 def evaluate(backend: Backend, variant: Variant, inp: StepInput, k: float, timeout: float,
              fields: tuple[str, ...] | None = None) -> Outcome:
     """One step through backend and reference, judged against K*u*S."""
+    flush = tuple(getattr(backend, "flushes_denormals", ()))
     try:
-        exact = ref.step(variant, inp.dtype, inp.hyper, inp.state, inp.grads, flush=tuple(getattr(backend, "flushes_denormals", ())))
+        exact = ref.step(variant, inp.dtype, inp.hyper, inp.state, inp.grads, flush=flush)
     except ref.ReferenceError as e:
         raise Invalid(str(e)) from None
     obs, msg = run_backend(backend, inp, timeout)
     if obs is None:
         return Outcome(False, msg, hung=msg.startswith("HUNG"))
-    verdict = compare(exact, obs, k, fields)
+    verdict = judge(variant, inp, exact, obs, k, flush, fields)
     if verdict.problems:
         return Outcome(False, "; ".join(verdict.problems), verdict, observed=obs)
+    counts = {"ill": verdict.ill, "elements": verdict.elements, "ieee": verdict.ieee}
     if not verdict.ok:
-        return Outcome(False, _describe_excess(verdict, exact, obs), verdict, verdict.ratios(), verdict.ill, observed=obs)
-    return Outcome(True, "", verdict, verdict.ratios(), verdict.ill, observed=obs)
+        return Outcome(False, _describe_excess(verdict, exact, obs), verdict, verdict.ratios(), observed=obs, **counts)
+    return Outcome(True, "", verdict, verdict.ratios(), observed=obs, **counts)
 
 
 def nondeterminism(backend: Backend, inp: StepInput, timeout: float) -> str | None:

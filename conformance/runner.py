@@ -8,6 +8,7 @@ hypothesis's minimal example, saved as a case file with the one command that rep
 """
 from __future__ import annotations
 
+import copy
 import math
 import shlex
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hypothesis import given, reject
+from hypothesis import given, reject, target
 from hypothesis import seed as hyp_seed
 from hypothesis.errors import Flaky, Unsatisfiable
 
@@ -29,7 +30,7 @@ from adamconf.api_checks import API_CHECKS, api_check_for, run_api_check
 from adamconf.checks import CHECKS, Check, binds, checks_for
 from adamconf.evaluate import Hung, Invalid, Outcome, evaluate, expect_raises, guarded, nondeterminism
 from adamconf.protocol import Backend, unsupported_reason
-from adamconf.reference.state import StepInput
+from adamconf.reference.state import StepInput, at_step
 from adamconf.reports.load import SCHEMA
 from adamconf.spec.model import Spec, Variant
 from adamconf.verdicts import (
@@ -48,7 +49,10 @@ from adamconf.verdicts import (
 
 BINS = (0.0, 0.01, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
 API = "api"
-API_WORLD_SECONDS = 30.0   # building an API world may import a framework: at least this long
+API_WORLD_SECONDS = 30.0
+# Each check steers hypothesis towards its largest err/(u*S): the worst case a
+# conformance table reports is searched for, not only sampled.
+TARGET_LABEL = "err/(u*S)"   # building an API world may import a framework: at least this long
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,9 @@ class CheckRun:
     k: float = 0.0
     examples: int = 0
     worst_ratio: float = 0.0
-    ill: int = 0
+    ill: int = 0                   # elements left unjudged (ill-conditioned)
+    elements: int = 0              # elements compared, over every example
+    ieee: int = 0                  # of those, judged by an IEEE outcome rather than K*u*S
     histogram: list[int] = field(default_factory=list)
     message: str = ""
     case: str | None = None
@@ -148,12 +154,14 @@ class RunResult:
 
 class Acc:
     def __init__(self) -> None:
-        self.n, self.worst, self.ill = 0, 0.0, 0
+        self.n, self.worst, self.ill, self.elements, self.ieee = 0, 0.0, 0, 0, 0
         self.hist = np.zeros(len(BINS) - 1, dtype=np.int64)
 
     def add(self, out: Outcome) -> None:
         self.n += 1
         self.ill += out.ill
+        self.elements += out.elements
+        self.ieee += out.ieee
         if out.verdict is not None:
             self.worst = max(self.worst, out.verdict.worst_ratio)
         if out.ratios.size:
@@ -405,11 +413,16 @@ class Runner:
             if chk.kind == "trajectory":
                 start, grads_seq = drawn
                 state = start.state
-                for grads in grads_seq:
-                    out = one(StepInput(start.variant, start.dtype, start.hyper, state, tuple(grads)))
+                worst_step = 0.0
+                for i, grads in enumerate(grads_seq):
+                    hyper = copy.deepcopy(start.hyper)
+                    at_step(hyper, i)   # callable hyperparameters take this step's value
+                    out = one(StepInput(start.variant, start.dtype, hyper, state, tuple(grads)))
                     state = out.observed
+                    worst_step = max(worst_step, out.worst)
+                target(worst_step, label=TARGET_LABEL)
             else:
-                one(drawn)
+                target(one(drawn).worst, label=TARGET_LABEL)
 
         test = self.settings(given(chk.strategy(variant, dtype))(body))
         if self.seed is not None:
@@ -428,7 +441,7 @@ class Runner:
                                              f"passed later ({type(e).__name__})")
         except Exception as e:  # noqa: BLE001 - a harness-side error is reported, the run goes on
             run.status, run.message = ERROR, f"{type(e).__name__}: {e}"
-        run.examples, run.worst_ratio, run.ill = acc.n, acc.worst, acc.ill
+        run.examples, run.worst_ratio, run.ill, run.elements, run.ieee = acc.n, acc.worst, acc.ill, acc.elements, acc.ieee
         if run.status == PASS and acc.n == 0:
             run.status, run.message = ERROR, "no example reached the backend: nothing was judged"
         if run.status == PASS and largest:

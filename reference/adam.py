@@ -19,18 +19,21 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import gmpy2
 import numpy as np
 
-from adamconf.reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype, present_fields
+from adamconf.reference.state import AdamState, Grad, Hyper, Schedule, SparseGrad, np_dtype, present_fields, resolved
 from adamconf.reference.tracked import (
+    DECISIVE_K,
     Arith,
     Format,
     Tracked,
     const,
     daz_scale,
     decimal_of,
+    divisor,
     exact,
     fmt,
     from_array,
@@ -181,13 +184,17 @@ def compute_dtype(variant: Variant, dtype: str) -> str:
 
 def step(variant: Variant, dtype: str, hyper: Hyper, state: AdamState | ExactState,
          grads: Sequence[Grad], *, mode: str = "rounded", flush: Collection[str] = (),
-         precision: int = DEFAULT_PRECISION) -> StepResult:
+         precision: int = DEFAULT_PRECISION, ieee: bool = False) -> StepResult:
     """One exact Adam step of `variant` from `state` with `grads` (see module doc).
     `flush`: the dtypes whose operations flush subnormal inputs and results to zero
-    (TF1's float32 beta powers follow "float32" whatever the parameter dtype)."""
+    (TF1's float32 beta powers follow "float32" whatever the parameter dtype).
+    `ieee`: the outcome of the plain op order, whose intermediates (g * g, a sum of
+    squares, b - a in a moment update) overflow to inf where the exact value decides
+    it; where the exact step leaves an element ill-conditioned by such an overflow, a
+    correct backend gives one of the two."""
     with gmpy2.context(precision=precision), np.errstate(all="ignore"):
         ex = state if isinstance(state, ExactState) else _exact_state(state, dtype, flush)
-        return _step(variant, dtype, hyper, ex, list(grads), mode, flush)
+        return _step(variant, dtype, hyper, ex, list(grads), mode, flush, ieee)
 
 
 def trajectory(variant: Variant, dtype: str, hyper: Hyper, state: AdamState,
@@ -340,6 +347,11 @@ def _clip(A: Arith, sc: _Scalars, policy: str, hyper: Hyper, gs: list) -> list:
             gs = [None if g is None else rewrap(g, _scale_by_norm(A, tensor(g), _norm(A, [tensor(g)]), c)) for g in gs]
         else:
             norm = _norm(A, [tensor(g) for g in gs if g is not None])
+            if sc.variant.global_norm_overflow == "nan" and not gmpy2.is_finite(mp(norm)):
+                # an infinite norm (an infinite gradient, or in ieee mode an overflowed
+                # sum of squares): this op marks every gradient NaN
+                gs = [None if g is None else rewrap(g, A.mul(tensor(g), const(math.nan))) for g in gs]
+                continue
             gs = [None if g is None else rewrap(g, _scale_by_norm(A, tensor(g), norm, c)) for g in gs]
     return gs
 
@@ -358,10 +370,11 @@ def _scale_by_norm(A: Arith, g: Tracked, norm: Tracked, c: Tracked) -> Tracked:
 
 
 def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: list[Grad],
-          mode: str, flush: Collection[str] = ()) -> StepResult:
+          mode: str, flush: Collection[str] = (), ieee: bool = False) -> StepResult:
+    hyper = resolved(hyper)   # a callable hyperparameter counts with its value at step time
     _validate(variant, hyper, st, grads)
     # scalars held off the dtype's grid make even additions round in its subnormal range
-    A = Arith(dtype, dtype in flush, off_grid=compute_dtype(variant, dtype) != dtype)
+    A = Arith(dtype, dtype in flush, off_grid=compute_dtype(variant, dtype) != dtype, ieee=ieee)
     sc = _Scalars(variant, dtype, mode, dtype in flush)
     t = st.iterations + 1
     notes: list[str] = []
@@ -441,15 +454,22 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
             g = A.add(g, A.mul(wd, p))
         if wd is not None and variant.weight_decay == "decoupled":
             p = A.sub(p, A.mul(A.mul(p, wd), lr))
-        m2 = A.lerp(m, g, c1, b1)
-        v2 = A.lerp(v, g2 if g2 is not None else A.mul(g, g), c2, b2)
+        # the new moments and variable are held in the format by every implementation
+        # (unless it computes in a wider one): where they overflow decidedly, they are inf
+        held = A if compute_dtype(variant, dtype) == dtype else None
+        m2 = _held(held, A.lerp(m, g, c1, b1), m, g)
+        g_sq = g2 if g2 is not None else A.mul(g, g)
+        # g*g past the range: inf in every order, except torch's lerp form for a weight of
+        # 1/2 or more (inf - inf = NaN), so then v is left to the alternatives
+        v2 = _held(held if float(c2.f) < 0.5 else None, A.lerp(v, g_sq, c2, b2), v, g2 if g2 is not None else g)
         vh2 = None
         if variant.formula == "epsilon-hat":
             den_v = v2
             if hyper.amsgrad:
                 vh2 = A.maximum(vh, v2)
                 den_v = vh2
-            p2_ = A.sub_quotient(p, alpha, m2, A.add(A.sqrt(den_v), eps))
+            den = A.add(A.sqrt(den_v), eps)
+            p2_ = _held(held, A.sub_quotient(p, alpha, m2, den), p, alpha, m2, den, divisor(den))
         else:
             vc = A.div(v2, bc2)
             if hyper.amsgrad and variant.amsgrad == "optax":
@@ -460,10 +480,12 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
                 vc = A.div(vh2, bc2)
             if hyper.eps_root:
                 vc = A.add(vc, sc.primary(hyper.eps_root, "eps"))
-            p2_ = A.sub(p, A.div(A.mul(lr, A.div(m2, bc1)), A.add(A.sqrt(vc), eps)))
+            den = A.add(A.sqrt(vc), eps)
+            p2_ = _held(held, A.sub(p, A.div(A.mul(lr, A.div(m2, bc1)), den)),
+                        p, lr, m2, den, divisor(bc1), divisor(den))
         av2 = None
         if mu is not None:
-            av2 = A.lerp(av, p2_, one_minus_mu, mu)
+            av2 = _held(held, A.lerp(av, p2_, one_minus_mu, mu), av, p2_)
             if overwrite:
                 p2_ = av2
         out.params.append(p2_)
@@ -476,9 +498,24 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
     return StepResult(out, dtype, alpha, notes)
 
 
+def _held(A: Arith | None, t: Tracked, *inputs: Tracked | Any) -> Tracked:
+    """t with its decided overflows made inf (Arith.saturate); `inputs` are t's operands
+    (or bare margins), whose conditioning must not hang on an earlier overflow."""
+    if A is None:
+        return t
+    margin: Any = math.inf
+    for i in inputs:
+        margin = np.minimum(margin, i.margin if isinstance(i, Tracked) else i)
+    return A.saturate(t, margin)
+
+
 def _pow(A: Arith, base: Tracked, n: float) -> Tracked:
     if float(n).is_integer():
         return A.pow_int(base, int(n))
+    if math.isinf(n):   # a count past the dtype's range: beta**inf is 0 or 1 (1**inf), exactly
+        x = mp(base) ** exact(n)
+        settled = base.s == 0 or abs(base.f) + DECISIVE_K * A.fmt.u * base.s < 1
+        return Tracked(x, float(x), 0.0 if settled else math.inf, base.margin)
     x = mp(base) ** exact(n)
     return Tracked(x, float(x), 2.0 * abs(float(x)) + n * abs(float(x)) * (base.s / abs(base.f) if base.f else 0))
 

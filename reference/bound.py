@@ -1,9 +1,17 @@
 """Comparing a backend's state with the exact one: |observed - exact| <= K * u * S.
 
 The ratio err / (u*S) is what reports show; a verdict passes when every ratio is at
-most K. Elements where the first-order model does not hold (a divisor or square-root
-argument within K*u*S of zero, or an intermediate past the format's largest finite
-number) are counted as ill-conditioned and left to the special-value clauses.
+most K. It is formed as (err / S) / u in exact arithmetic, so it cannot underflow
+where u*S is below the smallest double (float64 elements whose S is only the underflow
+allowance).
+
+Elements are judged in one of three ways, and each verdict counts them:
+  bound  |observed - exact| <= K*u*S (the first-order model holds);
+  ieee   the exact outcome is inf or NaN, or an intermediate overflow decides it: the
+         backend matches the exact result within the bound, or the plain op order
+         whose intermediates overflow to inf (`reference.adam.step(ieee=True)`);
+  ill    left unjudged: a divisor or square-root argument within K*u*S of zero, or an
+         overflow whose outcome depends on the op order and neither outcome is sound.
 """
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ import numpy as np
 
 from adamconf.reference.adam import StepResult
 from adamconf.reference.state import AdamState, dtype_name, np_dtype
-from adamconf.reference.tracked import _ONE, fmt
+from adamconf.reference.tracked import _ONE, Tracked, fmt
 
 
 @dataclass
@@ -24,6 +32,7 @@ class FieldStats:
     worst_ratio: float = 0.0
     worst_at: tuple[int, int] | None = None   # (variable index, flat element index)
     ill: int = 0
+    ieee: int = 0                             # judged by an IEEE outcome (see module doc)
     ratios: list[np.ndarray] = field(default_factory=list, repr=False)
 
 
@@ -41,15 +50,24 @@ class Verdict:
     def ill(self) -> int:
         return sum(f.ill for f in self.fields.values())
 
+    @property
+    def ieee(self) -> int:
+        return sum(f.ieee for f in self.fields.values())
+
+    @property
+    def elements(self) -> int:
+        return sum(f.n for f in self.fields.values())
+
     def ratios(self) -> np.ndarray:
         parts = [r for f in self.fields.values() for r in f.ratios]
         return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def element_ratios(exact: np.ndarray, scale: np.ndarray, margin: np.ndarray,
-                   observed: np.ndarray, dtype: str, k: float) -> tuple[np.ndarray, np.ndarray]:
+                   observed: np.ndarray, dtype: str, k: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-element err/(u*S) (0 where both agree exactly, inf where S cannot excuse the
-    difference) and the ill-conditioned mask."""
+    difference), the ill-conditioned mask, and the mask of elements whose exact result
+    is an IEEE special value (judged by matching it)."""
     u = fmt(dtype).u
     obs = np.asarray(observed).astype(np.float64)
     ex64 = np.asarray(exact.astype(np.float64) if isinstance(exact, np.ndarray) else float(exact))
@@ -59,32 +77,45 @@ def element_ratios(exact: np.ndarray, scale: np.ndarray, margin: np.ndarray,
     # intermediates past the float64 range and count as ill-conditioned. A finite exact
     # result past the dtype's range must round to inf unless the element is ill.
     true_special = ~np.isfinite(ex64)
-    ill = (~(np.asarray(margin) > 2.0 * k * u) | ~np.isfinite(np.asarray(scale, dtype=np.float64))) & ~true_special
+    scale = np.asarray(scale, dtype=np.float64)
+    ill = (~(np.asarray(margin) > 2.0 * k * u) | ~np.isfinite(scale)) & ~true_special
     both_nan = np.isnan(ex64) & np.isnan(obs)
     special = ~np.isfinite(rounded) | ~np.isfinite(obs)
-    with np.errstate(invalid="ignore", over="ignore"):
-        err = np.zeros(obs.shape)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        ratio = np.zeros(obs.shape)
         fin = ~special
         if fin.any():
             diff = (_ONE * obs[fin].astype(object)) - np.asarray(exact)[fin]
-            err[fin] = np.abs(diff.astype(np.float64))
-        bound = u * np.asarray(scale, dtype=np.float64)
-        ratio = np.where(err == 0, 0.0, np.where(bound > 0, err / np.where(bound > 0, bound, 1.0), math.inf))
+            s = scale[fin]
+            nz = diff != 0
+            r = np.where(nz, math.inf, 0.0)
+            ok = nz & (s > 0)
+            if ok.any():   # (|diff| / S) / u, exactly: u*S may lie below the smallest double
+                r[ok] = (abs(diff[ok]) / s[ok].astype(object) / u).astype(np.float64)
+            ratio[fin] = r
     # With infinite or NaN inputs, which of inf or NaN comes out depends on the op order
     # (inf - inf in a lerp form): any non-finite result matches a non-finite exact one.
     same_special = special & ((rounded == obs) | both_nan | (true_special & ~np.isfinite(obs)))
     ratio = np.where(special, np.where(same_special, 0.0, math.inf), ratio)
-    return ratio, ill
+    return ratio, ill, true_special
 
 
 def compare(result: StepResult, observed: AdamState, k: float,
-            fields: tuple[str, ...] | None = None) -> Verdict:
-    """Judge a backend's state after one step against the exact result."""
+            fields: tuple[str, ...] | None = None, alternative: StepResult | None = None) -> Verdict:
+    """Judge a backend's state after one step against the exact result; `alternative`,
+    the plain order's IEEE outcome (see module doc), judges the elements an overflow
+    left ill-conditioned."""
     with np.errstate(all="ignore"):
-        return _compare(result, observed, k, fields)
+        return _compare(result, observed, k, fields, alternative)
 
 
-def _compare(result: StepResult, observed: AdamState, k: float, fields: tuple[str, ...] | None) -> Verdict:
+def _element(t: Tracked, o: np.ndarray, dtype: str, k: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = t.x if isinstance(t.x, np.ndarray) else np.full(t.shape, t.x, dtype=object)
+    return element_ratios(x, np.broadcast_to(t.s, t.shape), np.broadcast_to(t.margin, t.shape), o, dtype, k)
+
+
+def _compare(result: StepResult, observed: AdamState, k: float, fields: tuple[str, ...] | None,
+             alternative: StepResult | None) -> Verdict:
     dtype = result.dtype
     problems: list[str] = []
     stats: dict[str, FieldStats] = {}
@@ -103,6 +134,7 @@ def _compare(result: StepResult, observed: AdamState, k: float, fields: tuple[st
             problems.append(f"{name}: {len(obs_list)} arrays returned for {len(ex_list)} variables")
             continue
         st = FieldStats(name)
+        alt_list = alternative.state.fields().get(name) if alternative is not None else None
         for i, (t, o) in enumerate(zip(ex_list, obs_list)):
             o = np.asarray(o)
             if o.shape != t.shape:
@@ -111,11 +143,18 @@ def _compare(result: StepResult, observed: AdamState, k: float, fields: tuple[st
             if dtype_name(o.dtype) != dtype:
                 problems.append(f"{name}[{i}] has dtype {dtype_name(o.dtype)}, expected {dtype}")
                 continue
-            x = t.x if isinstance(t.x, np.ndarray) else np.full(t.shape, t.x, dtype=object)
-            r, ill = element_ratios(x, np.broadcast_to(t.s, t.shape), np.broadcast_to(t.margin, t.shape), o, dtype, k)
+            r, ill, ieee = _element(t, o, dtype, k)
+            if alt_list is not None and ill.any():
+                # an overflow left these ill: the backend gives the exact step's result
+                # (no intermediate overflowed) or the plain order's IEEE outcome
+                r2, ill2, _ = _element(alt_list[i], o, dtype, k)
+                saved = ill & ~ill2
+                r = np.where(saved, np.fmin(np.where(np.isnan(r), math.inf, r), r2), r)
+                ill, ieee = ill & ~saved, ieee | saved
             r = np.where(ill, 0.0, r).ravel()
             st.n += r.size
             st.ill += int(np.count_nonzero(ill))
+            st.ieee += int(np.count_nonzero(ieee))
             st.ratios.append(r[~ill.ravel()])
             if r.size:
                 j = int(np.argmax(r))
@@ -130,7 +169,7 @@ def _compare(result: StepResult, observed: AdamState, k: float, fields: tuple[st
         if o is None:
             problems.append(f"the backend returned no {pname}")
             continue
-        r, _ = element_ratios(np.array([t.x], dtype=object), np.array([t.s]), np.array([math.inf]),
+        r, _, _ = element_ratios(np.array([t.x], dtype=object), np.array([t.s]), np.array([math.inf]),
                               np.array([np.float32(o)]), "float32", k)
         st = FieldStats(pname, n=1, worst_ratio=float(r[0]), worst_at=(0, 0), ratios=[r])
         stats[pname] = st

@@ -83,6 +83,38 @@ class Schedule:
         return self.initial / (1.0 + self.rate * p)
 
 
+@dataclass
+class StepTime:
+    """A zero-argument callable hyperparameter whose value changes from step to step:
+    it returns values[at], and whoever runs the steps sets `at` before each one. The
+    pages promise that such a callable is read when the optimizer steps, so the value
+    a step uses is the one it returns then."""
+
+    values: tuple[float, ...]
+    at: int = 0
+
+    def __call__(self) -> float:
+        return float(self.values[min(self.at, len(self.values) - 1)])
+
+
+CALLABLE_HYPERS = ("learning_rate", "beta_1", "beta_2", "epsilon")
+
+
+def at_step(hyper: Hyper, i: int) -> None:
+    """Point every StepTime hyperparameter of `hyper` at step i of a run."""
+    for k in CALLABLE_HYPERS:
+        v = getattr(hyper, k)
+        if isinstance(v, StepTime):
+            v.at = i
+
+
+def resolved(hyper: Hyper) -> Hyper:
+    """`hyper` with each zero-argument callable (not a Schedule) replaced by its value now."""
+    kw = {k: float(getattr(hyper, k)()) for k in CALLABLE_HYPERS
+          if callable(getattr(hyper, k)) and not isinstance(getattr(hyper, k), Schedule)}
+    return hyper.replace(**kw) if kw else hyper
+
+
 @dataclass(frozen=True)
 class Hyper:
     """Hyperparameters of a run, by canonical name, as the user wrote them."""

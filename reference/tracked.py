@@ -18,6 +18,12 @@ kernels and many GPU kernels run) a result below the smallest normal number beco
 and such an input counts as 0, so every operation, additions included, may lose up to
 that smallest normal number instead. Composite operations whose op order varies between correct
 implementations (`lerp`) use a scale that covers every order.
+
+IEEE outcomes that exact arithmetic decides are kept exact: an infinite result formed
+from an infinite operand carries no rounding error, and `Arith.saturate` turns a held
+quantity whose exact value lies so far past the largest finite number that every
+correct order rounds it to infinity into that infinity, so what follows from it is
+judged instead of being left ill-conditioned.
 """
 from __future__ import annotations
 
@@ -34,6 +40,11 @@ _ONE = gmpy2.mpfr(1)
 _sqrt = np.frompyfunc(gmpy2.sqrt, 1, 1)
 _fma = np.frompyfunc(gmpy2.fma, 3, 1)
 _to_float = np.frompyfunc(float, 1, 1)
+
+# An overflow counts as decided when even DECISIVE_K * u * S cannot bring the value back
+# under the rounding threshold, with operands better conditioned than 2 * DECISIVE_K * u:
+# a margin well above every K in spec/tolerances.toml (tests/test_reference.py holds it so).
+DECISIVE_K = 64.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,11 @@ class Format:
     @property
     def max(self) -> float:
         return (2.0 - 2.0 ** (1 - self.p)) * 2.0 ** self.emax
+
+    @property
+    def overflow(self) -> float:
+        """The smallest magnitude that rounds to infinity (round to nearest, ties to even)."""
+        return (2.0 - 2.0 ** -self.p) * 2.0 ** self.emax
 
 
 FORMATS = {
@@ -172,10 +188,14 @@ def to_float64(t: Tracked) -> np.ndarray:
 class Arith:
     """Tracked operations for one target format."""
 
-    def __init__(self, dtype: str, flush: bool = False, off_grid: bool = False) -> None:
+    def __init__(self, dtype: str, flush: bool = False, off_grid: bool = False, ieee: bool = False) -> None:
         """off_grid: operands may lie off the format's grid (scalars held in a wider
-        type), so an addition can round in the subnormal range too."""
+        type), so an addition can round in the subnormal range too. ieee: every
+        operation, and the plain op order inside the composites (b - a in a lerp, the
+        product before the quotient, a sum of squares), overflows to inf where that
+        overflow is decided: the outcome of an implementation that forms them so."""
         self.fmt = fmt(dtype)
+        self.ieee = ieee
         if flush:
             # a result below the smallest normal number may become 0: that number / u,
             # for every operation (an addition of normals can land there too)
@@ -185,6 +205,14 @@ class Arith:
             # underflow makes additions of values on the grid exact below the normal range
             self.tiny = 2.0 ** self.fmt.emin
             self.add_tiny = self.tiny if off_grid else 0.0
+
+    def _under(self, f: Any, prop: Any, exact_zero: Any) -> Any:
+        """The underflow allowance of one rounding: none where the result is an exact
+        zero (an exactly zero operand) or lies in the normal range whatever errors
+        within DECISIVE_K * u * prop its operands carry."""
+        with np.errstate(invalid="ignore"):
+            normal = np.abs(f) - DECISIVE_K * self.fmt.u * prop >= 2.0 ** self.fmt.emin
+            return np.where(normal | exact_zero, 0.0, self.tiny)
 
     # -- elementary operations --------------------------------------------------
     def _ovf(self, f: Any, margin: Any, *operands: Any) -> Any:
@@ -199,41 +227,48 @@ class Arith:
     def add(self, a: Tracked, b: Tracked) -> Tracked:
         f = a.f + b.f
         x, y = _pair(a, b)
-        return Tracked(x + y, f, a.s + b.s + np.abs(f) + self.add_tiny, self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f))
+        s = _inf_exact(f, a.s + b.s + np.abs(f) + self.add_tiny, a, b)
+        return self._op(Tracked(x + y, f, s, self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f)), a, b)
 
     def sub(self, a: Tracked, b: Tracked) -> Tracked:
         f = a.f - b.f
         x, y = _pair(a, b)
-        return Tracked(x - y, f, a.s + b.s + np.abs(f) + self.add_tiny, self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f))
+        s = _inf_exact(f, a.s + b.s + np.abs(f) + self.add_tiny, a, b)
+        return self._op(Tracked(x - y, f, s, self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f)), a, b)
 
     def neg(self, a: Tracked) -> Tracked:
         return Tracked(-a.x, -a.f, a.s, a.margin, a.raw)
 
     def mul(self, a: Tracked, b: Tracked) -> Tracked:
         f = a.f * b.f
-        s = np.abs(b.f) * a.s + np.abs(a.f) * b.s + np.abs(f) + self.tiny
+        prop = np.abs(b.f) * a.s + np.abs(a.f) * b.s
+        s = _inf_exact(f, prop + np.abs(f) + self._under(f, prop, _zero(a) | _zero(b)), a, b)
         m = self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f)
         if _exact_product(a, b):
             x = f.astype(object) if isinstance(f, np.ndarray) else float(f)
-            return Tracked(x, f, s, m, raw=True, bits=a.bits + b.bits)
+            return self._op(Tracked(x, f, s, m, raw=True, bits=a.bits + b.bits), a, b)
         x, y = _pair(a, b)
-        return Tracked(x * y, f, s, m)
+        return self._op(Tracked(x * y, f, s, m), a, b)
 
     def div(self, a: Tracked, b: Tracked) -> Tracked:
         with np.errstate(divide="ignore", invalid="ignore"):
             f = a.f / b.f
             ab = np.abs(b.f)
-            s = a.s / ab + np.abs(f) * b.s / ab + np.abs(f) + self.tiny
-            m = np.where(b.s > 0, ab / np.where(b.s > 0, b.s, 1.0), np.where(ab > 0, math.inf, 0.0))
-        return Tracked(_safe_div(*_pair(a, b)), f, s, self._ovf(f, np.minimum(np.minimum(a.margin, b.margin), m), a.f, b.f))
+            prop = a.s / ab + np.abs(f) * b.s / ab
+            s = _inf_exact(f, prop + np.abs(f) + self._under(f, prop, _zero(a) & (ab > 0)), a, b)
+        m = divisor(b)
+        return self._op(Tracked(_safe_div(*_pair(a, b)), f, s, self._ovf(f, np.minimum(np.minimum(a.margin, b.margin), m), a.f, b.f)),
+                        a, b, m)
 
     def sqrt(self, a: Tracked) -> Tracked:
         with np.errstate(divide="ignore", invalid="ignore"):
             f = np.sqrt(a.f)
-            s = np.where(a.s > 0, a.s / (2.0 * f), 0.0) + f
-            m = np.where(a.s > 0, a.f / np.where(a.s > 0, a.s, 1.0), math.inf)
+            # |sqrt(a + d) - sqrt(a)| <= min(|d| / (2 sqrt(a)), sqrt(|d|)), and
+            # sqrt(K*u*S) <= K*u*sqrt(S/u) for K >= 1: near zero the absolute bound holds
+            prop = np.where(a.s > 0, np.minimum(a.s / (2.0 * f), np.sqrt(a.s / self.fmt.u)), 0.0)
+            s = _inf_exact(f, prop + f, a)
         x = _sqrt(a.x) if isinstance(a.x, np.ndarray) else gmpy2.sqrt(mp(a))
-        return Tracked(x, f, s, np.minimum(a.margin, m))
+        return Tracked(x, f, s, a.margin)
 
     def sub_quotient(self, p: Tracked, alpha: Tracked, num: Tracked, den: Tracked) -> Tracked:
         """p - alpha * num / den in two exact operations (a quotient and a fused
@@ -245,19 +280,34 @@ class Arith:
             under = self.tiny / np.abs(den.f)
         upd_s = np.abs(q.f) * alpha.s + np.abs(alpha.f) * q.s + np.abs(upd_f) + self.tiny + under
         f = p.f - upd_f
-        s = p.s + upd_s + np.abs(f) + self.add_tiny
+        s = _inf_exact(f, p.s + _inf_exact(upd_f, upd_s, alpha, q) + np.abs(f) + self.add_tiny, p, alpha, q)
         ops = (p.f, alpha.f, num.f, den.f)
         margin = self._ovf(f, self._ovf(upd_f, np.minimum(np.minimum(p.margin, q.margin), alpha.margin), *ops), *ops)
-        margin = self._ovf(alpha.f * num.f, margin, *ops)   # the order (alpha * num) / den overflows first
+        # the order (alpha * num) / den overflows first, even where den is inf (inf / inf)
+        margin = self._ovf(alpha.f * num.f, margin, alpha.f, num.f)
         x = _fma(-mp(alpha), q.x, p.x) if isinstance(q.x, np.ndarray) else p.x - mp(alpha) * q.x
-        return Tracked(x, f, s, margin)
+        out = Tracked(x, f, s, margin)
+        if self.ieee:
+            # alpha * num formed first, then divided by den (> 0): its overflow is the update's sign
+            inputs = np.minimum(np.minimum(p.margin, q.margin), alpha.margin)
+            prod = alpha.f * num.f
+            dec = self._decided(prod, np.abs(prod) + np.abs(alpha.f) * num.s + np.abs(num.f) * alpha.s, inputs)
+            out = self._to_inf(out, dec & np.isfinite(p.f) & (den.f > 0),
+                               np.where(np.isinf(den.f), math.nan, -np.sign(prod) * math.inf))
+        return self._op(out, p, alpha, num, den)
 
     def maximum(self, a: Tracked, b: Tracked) -> Tracked:
         """Exact max; its error is at most the larger error of the two operands."""
         pick = a.f >= b.f
         ax, bx = (a.x, b.x) if (a.raw and b.raw) else (mp(a), mp(b))   # never a mixed array
         x = np.where(ax >= bx, ax, bx)
-        return Tracked(x, np.where(pick, a.f, b.f), np.maximum(a.s, b.s), np.minimum(a.margin, b.margin), a.raw and b.raw)
+        # where the pick is decided (the operands lie further apart than their errors
+        # can reach), only the picked operand's conditioning matters
+        with np.errstate(invalid="ignore"):
+            well = 2.0 * DECISIVE_K * self.fmt.u
+            gap = (np.abs(a.f - b.f) > DECISIVE_K * self.fmt.u * (a.s + b.s)) & (a.margin > well) & (b.margin > well)
+        margin = np.where(gap, np.where(pick, a.margin, b.margin), np.minimum(a.margin, b.margin))
+        return Tracked(x, np.where(pick, a.f, b.f), np.maximum(a.s, b.s), margin, a.raw and b.raw)
 
     def clip(self, a: Tracked, c: Tracked) -> Tracked:
         """Clip to [-c, c]; a clipped element inherits the scale of c."""
@@ -298,10 +348,22 @@ class Arith:
             x = _fma(mp(c), a.x, mp(w) * b.x)
         f = c.f * a.f + w.f * b.f
         s = (np.abs(c.f) * a.s + np.abs(w.f) * b.s + c.s * np.abs(a.f) + w.s * np.abs(b.f)
-             + np.abs(a.f) + 2.0 * np.abs(w.f * b.f) + np.abs(f) + 2.0 * self.tiny + 2.0 * self.add_tiny)
+             + np.abs(a.f) + 2.0 * np.abs(w.f * b.f) + np.abs(f))
+        s = s + 2.0 * self._under(f, s, _zero(a) & _zero(b)) + (2.0 * self.add_tiny if self.add_tiny else 0.0)
+        s = _inf_exact(f, s, a, b)
         # the kernel order forms b - a first: it may overflow where the result does not
         margin = self._ovf(np.abs(a.f) + np.abs(b.f), self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f), a.f, b.f)
-        return Tracked(x, f, s, margin)
+        # an infinite end gives inf in some orders and inf - inf = NaN in others (a + (b - a)*w
+        # from an infinite a; torch's b - (b - a)*(1 - w) for w >= 1/2 from an infinite b)
+        nan_prone = lerp_nan_prone(a, b, w)
+        if np.any(nan_prone):
+            margin = np.where(nan_prone, 0.0, margin)
+        out = Tracked(x, f, s, margin)
+        if self.ieee:   # a + (b - a) * w: b - a overflows with its own sign, which w > 0 keeps
+            d = b.f - a.f
+            out = self._to_inf(out, self._decided(d, a.s + b.s + np.abs(d), np.minimum(a.margin, b.margin))
+                               & np.isfinite(a.f) & (np.asarray(w.f) > 0), np.sign(d) * math.inf)
+        return self._op(out, a, b)
 
     def sum(self, a: Tracked) -> Tracked:
         """Sum of all elements; a reduction of n terms is allowed ceil(log2 n)+1 roundings
@@ -318,12 +380,102 @@ class Arith:
         # a partial sum past the largest finite number (e.g. a squared norm) voids the bound
         if total > self.fmt.max and bool(np.all(np.isfinite(a.f))):
             margin = 0.0
-        return Tracked(x, f, s, margin)
+        if math.isinf(f) and bool(np.any(_exactly_inf(a))):
+            s = 0.0   # an infinite term: the IEEE sum is exact
+        out = Tracked(x, f, s, margin)
+        if self.ieee and (bool(np.all(a.f >= 0)) or bool(np.all(a.f <= 0))):
+            # terms of one sign: any order's partial sums pass the threshold with the total
+            out = self._to_inf(out, self._decided(f, s, float(np.min(a.margin)) if np.size(a.margin) else math.inf),
+                               np.sign(f) * math.inf)
+        return out
+
+    def saturate(self, t: Tracked, inputs: Any) -> Tracked:
+        """`t`, a quantity every implementation holds in this format (a new moment, a new
+        variable), with the elements whose overflow is decided made +-inf: the exact
+        value lies past the rounding threshold by more than DECISIVE_K * u * S, and
+        `inputs` (the margin of t's operands, before t's own intermediates could
+        overflow) is well conditioned. Any op order then overflows to the same signed
+        infinity (an intermediate that overflows first does so with the result's sign),
+        so the element is an IEEE outcome with nothing to excuse."""
+        return self._to_inf(t, self._decided(t.f, t.s, inputs), np.sign(t.f) * math.inf)
+
+    def _decided(self, f: Any, s: Any, inputs: Any) -> np.ndarray:
+        """Where |f| overflows whatever rounding errors within DECISIVE_K * u * s do."""
+        f = np.asarray(f, dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            s = np.broadcast_to(np.asarray(s, dtype=np.float64), f.shape)
+            return (np.isfinite(f) & np.isfinite(s) & (np.abs(f) - DECISIVE_K * self.fmt.u * s >= self.fmt.overflow)
+                    & (np.broadcast_to(inputs, f.shape) > 2.0 * DECISIVE_K * self.fmt.u))
+
+    def _to_inf(self, t: Tracked, dec: np.ndarray, value: Any) -> Tracked:
+        """t with the elements under `dec` replaced by `value` (+-inf or NaN), exact (S = 0)."""
+        if not np.any(dec):
+            return t
+        f = np.asarray(t.f, dtype=np.float64)
+        val = np.broadcast_to(np.asarray(value, dtype=np.float64), f.shape)
+        x = np.asarray(mp(t) if not isinstance(t.x, np.ndarray) else t.x, dtype=object)
+        x = np.where(dec, (_ONE * val).astype(object) if val.ndim else _ONE * float(val), x)
+        s = np.broadcast_to(np.asarray(t.s, dtype=np.float64), f.shape)
+        margin = np.where(dec, math.inf, np.broadcast_to(t.margin, f.shape))
+        if not f.ndim:   # scalars stay scalars
+            return Tracked(x.item(), float(np.where(dec, val, f)), float(np.where(dec, 0.0, s)), float(margin))
+        return Tracked(x, np.where(dec, val, f), np.where(dec, 0.0, s), margin)
+
+    def _op(self, t: Tracked, *operands: Tracked | Any) -> Tracked:
+        """In ieee mode, t overflowed to inf where that is decided (see __init__)."""
+        if not self.ieee:
+            return t
+        inputs: Any = math.inf
+        for o in operands:
+            inputs = np.minimum(inputs, o.margin if isinstance(o, Tracked) else o)
+        return self.saturate(t, inputs)
 
     def where(self, cond: np.ndarray, a: Tracked, b: Tracked) -> Tracked:
         ax, bx = (a.x, b.x) if (a.raw and b.raw) else (mp(a), mp(b))
         return Tracked(np.where(cond, ax, bx), np.where(cond, a.f, b.f),
                        np.where(cond, a.s, b.s), np.where(cond, a.margin, b.margin), a.raw and b.raw)
+
+
+def lerp_nan_prone(a: Tracked, b: Tracked, w: Tracked) -> Any:
+    """Where a lerp from a towards b by w may give NaN in one correct order and inf in
+    another."""
+    return _exactly_inf(a) | (_exactly_inf(b) & (np.asarray(w.f) >= 0.5))
+
+
+def _zero(t: Tracked) -> Any:
+    """Where t is exactly zero (an exact input or constant, S = 0)."""
+    return (np.asarray(t.f) == 0) & (np.asarray(t.s) == 0)
+
+
+def divisor(t: Tracked) -> Any:
+    """The margin a division by t adds: |t| / S_t (0 where t may be 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ab = np.abs(t.f)
+        return np.where(t.s > 0, ab / np.where(t.s > 0, t.s, 1.0), np.where(ab > 0, math.inf, 0.0))
+
+
+_is_inf = np.frompyfunc(lambda v: bool(gmpy2.is_infinite(v)), 1, 1)
+
+
+def _exactly_inf(t: Tracked) -> Any:
+    """Where t's exact value is infinite (its float64 shadow can overflow while the exact
+    value stays finite, for float64 data)."""
+    hit = np.isinf(t.f)
+    if not np.any(hit):
+        return hit
+    return hit & np.asarray(_is_inf(t.x) if isinstance(t.x, np.ndarray) else bool(gmpy2.is_infinite(mp(t))), dtype=bool)
+
+
+def _inf_exact(f: Any, s: Any, *operands: Tracked) -> Any:
+    """S with no rounding error where an infinite result comes from an exactly infinite
+    operand (IEEE arithmetic on infinities is exact; 0 * inf in S would make it NaN)."""
+    if not np.any(np.isinf(f)):
+        return s
+    from_inf = np.zeros(np.shape(f), dtype=bool)
+    for op in operands:
+        from_inf = from_inf | _exactly_inf(op)
+    hit = np.isinf(f) & from_inf
+    return np.where(hit, 0.0, s) if np.any(hit) else s
 
 
 def _safe_div(a: Any, b: Any) -> Any:

@@ -191,7 +191,8 @@ def check_section(res: dict[str, Any], run: dict[str, Any]) -> str:
     if run["examples"]:
         out.append(f"<p>worst err/(u*S) <b>{fmt_ratio(run['worst_ratio'])}</b> (K = {run['k']:g})"
                    + (f", {fmt_ratio(wc['ulps'])} ulps at that element" if "ulps" in wc else "")
-                   + f"; {run['examples']} examples, {judged} elements judged, {run['ill']} ill-conditioned; "
+                   + f"; {run['examples']} examples, {judged} elements judged ({run.get('ieee', 0)} by their IEEE outcome), "
+                   f"{run['ill']} ill-conditioned; "
                    f"{run['seconds']:.2f} s</p>")
     if run.get("message"):
         out.append(f"<p>{escape(run['message'])}</p>")
@@ -214,8 +215,10 @@ def plots(res: dict[str, Any], run: dict[str, Any]) -> str:
     if run.get("histogram"):
         parts.append(histogram(run["histogram"], edges, float(run["k"]),
                                title=f"err/(u*S), {run['variant']} {run['dtype']} {run['check']}"))
-        parts.append(share_bar([("judged", sum(run["histogram"])), ("ill-conditioned", run["ill"])],
-                               title="elements judged versus ill-conditioned (not judged)"))
+        judged, ieee = sum(run["histogram"]), run.get("ieee", 0)
+        parts.append(share_bar([("judged by K*u*S", judged - ieee), ("ill-conditioned", run["ill"]),
+                                ("judged by IEEE outcome", ieee)],
+                               title="elements judged (by the bound, by their IEEE outcome) versus ill-conditioned"))
     if run.get("by_step"):
         xs = [s for s, _ in run["by_step"]]
         ys = [number(r) for _, r in run["by_step"]]

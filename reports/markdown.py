@@ -52,11 +52,14 @@ def render(res: dict[str, Any]) -> str:
     if res.get("flushes_denormals"):
         lines += ["", f"The backend declares flush-to-zero arithmetic in {', '.join(res['flushes_denormals'])}: "
                   "there each operation may lose up to the smallest normal number."]
-    lines += ["", "## Checks", "", "| variant | dtype | check | verdict | worst err/(u*S) | K | examples | ill-conditioned |",
-              "|---|---|---|---|---:|---:|---:|---:|"]
+    lines += ["", "## Checks", "",
+              "Elements judged: by K*u*S, or by their IEEE outcome (inf or NaN, or an overflow the exact values "
+              "decide); the rest are ill-conditioned and not judged.", "",
+              "| variant | dtype | check | verdict | worst err/(u*S) | K | examples | judged | by IEEE outcome | ill-conditioned |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for c in res["checks"]:
         lines.append(f"| {c['variant']} | {c['dtype']} | {c['check']} | {c['status']} | {_ratio(c['worst_ratio'])} | "
-                     f"{c['k']:g} | {c['examples']} | {c['ill']} |")
+                     f"{c['k']:g} | {c['examples']} | {judged_share(c)} | {c.get('ieee', '')} | {c['ill']} |")
     fails = [c for c in res["checks"] if c["status"] in ("fail", "error")]
     if fails:
         lines += ["", "## Failures", ""]
@@ -74,3 +77,11 @@ def render(res: dict[str, Any]) -> str:
         lines += ["", f"## Uncovered clauses ({len(unc)})", "", "No check tests these yet; they are not counted as passing.", ""]
         lines += [f"- {u}" for u in unc]
     return "\n".join(lines) + "\n"
+
+
+def judged_share(check: dict) -> str:
+    """The share of compared elements that were judged ("" before elements were counted)."""
+    n = check.get("elements")
+    if not n:
+        return ""
+    return f"{100.0 * (n - check['ill']) / n:.1f}% of {n}"

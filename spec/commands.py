@@ -32,6 +32,7 @@ HINTS: dict[str, str] = {
     "ema_first_step": "the first EMA update averages with the old copy, or just copies",
     "ema_one_minus": "1 - ema_momentum formed in double or in the dtype",
     "sparse_clip": "IndexedSlices are clipped before or after their duplicates are summed",
+    "global_norm_overflow": "an overflowing sum of squares in global clipping gives NaN gradients or zero ones",
     "compute_dtype": "in float16 and bfloat16 the scalars meet the tensors in float32 or in the dtype itself",
     "family": "a TF API versus a foreign peer: only the formula family decides comparability",
     "formula": "epsilon placement: no constant maps one onto the other "
@@ -63,7 +64,7 @@ ARG_HINTS: dict[str, str] = {
 }
 _COMPARED = ("family", "formula", "beta_powers", "hyper_dtype", "lr_dtype", "eps_dtype", "power_dtype",
              "aux_dtype", "compute_dtype", "one_minus_beta", "zero_epsilon", "amsgrad", "clip_policy", "weight_decay",
-             "sparse", "sparse_clip", "ema_first_step", "ema_one_minus", "lr_alias",
+             "sparse", "sparse_clip", "global_norm_overflow", "ema_first_step", "ema_one_minus", "lr_alias",
              "unknown_kwarg_error", "weights_order", "slots", "allowed_kwargs")
 
 

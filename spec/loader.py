@@ -142,7 +142,8 @@ _VARIANT_REQUIRED = (
     "sparse", "features", "slots", "weights_order", "arguments",
 )
 _VARIANT_OPTIONAL = ("page", "unknown_kwarg_error", "notes", "allowed_kwargs", "zero_epsilon", "eps_dtype", "ema_first_step",
-                     "power_dtype", "aux_dtype", "ema_one_minus", "sparse_clip", "compute_dtype")
+                     "power_dtype", "aux_dtype", "ema_one_minus", "sparse_clip", "compute_dtype",
+                     "global_norm_overflow")
 _CHOICES = {
     "family": model.FAMILIES,
     "lr_alias": model.LR_ALIAS,
@@ -221,6 +222,7 @@ def _load_variant(f: _File) -> Variant:
         aux_dtype=_choice(f, data, "aux_dtype", model.HYPER_DTYPES, "param"),
         ema_one_minus=_choice(f, data, "ema_one_minus", model.ONE_MINUS_BETA, "in-dtype"),
         sparse_clip=_choice(f, data, "sparse_clip", model.SPARSE_CLIP, "summed"),
+        global_norm_overflow=_choice(f, data, "global_norm_overflow", model.NORM_OVERFLOW, "zero"),
         compute_dtype=_choice(f, data, "compute_dtype", model.COMPUTE_DTYPES, "param"),
     )
 

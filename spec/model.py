@@ -31,6 +31,10 @@ CLIP_POLICIES = ("none", "sequential", "first-of", "exclusive")
 WEIGHT_DECAY_FORMS = ("none", "decoupled", "l2")
 SPARSE_FORMS = ("dense-equivalent", "densified", "squares-summed", "unsupported")
 SPARSE_CLIP = ("summed", "raw-slices")
+# What global-norm clipping gives when the sum of squares overflows although the norm
+# itself is finite: "nan" marks every gradient NaN (tf.clip_by_global_norm and Keras 3's
+# copy of it), "zero" divides by the infinite norm.
+NORM_OVERFLOW = ("zero", "nan")
 EMA_FIRST_STEP = ("average", "copy")
 ZERO_EPSILON = ("kept", "default")  # "default": epsilon 0 or None becomes the default
 LR_ALIAS = ("none", "alias", "ignored", "error")
@@ -113,6 +117,7 @@ class Variant:
     aux_dtype: str = "param"    # HYPER_DTYPES: where decay and weight_decay are held
     ema_one_minus: str = "in-dtype"  # ONE_MINUS_BETA: how 1 - ema_momentum is formed
     sparse_clip: str = "summed"      # SPARSE_CLIP: clipping sees raw slices or duplicates summed
+    global_norm_overflow: str = "zero"  # NORM_OVERFLOW: global clipping when the sum of squares overflows
     compute_dtype: str = "param"     # COMPUTE_DTYPES: what scalars are cast to when they meet the tensors
 
     def argument(self, canonical: str) -> Argument | None:

@@ -341,6 +341,8 @@ class TextbookAdam:
         norm = np.sqrt(sum((np.sum(g * g, dtype=ctx.T) for g in present), ctx.s(0)))
         one = ctx.s(1)
         scale = c * np.minimum(one / norm, one / c)
+        if not np.isfinite(norm):   # tf.clip_by_global_norm then marks every gradient NaN
+            scale = ctx.s(np.nan)
         return [None if g is None else g * scale for g in grads]
 
     def square_grad(self, ctx: StepContext, g: np.ndarray, raw: Grad) -> np.ndarray:

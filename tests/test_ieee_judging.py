@@ -1,0 +1,85 @@
+"""Elements an overflow or an exact zero used to leave unjudged are judged: by the IEEE
+outcome the exact values decide, or by the plain order's overflow as an alternative."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from adamconf.evaluate import judge
+from adamconf.reference import AdamState, Hyper, step
+from adamconf.reference.bound import compare, element_ratios
+from adamconf.reference.state import StepInput
+from adamconf.reference.tracked import DECISIVE_K
+from adamconf.spec import load_spec
+
+SPEC = load_spec()
+F16 = np.float16
+
+
+def _state(p, m, v, iterations=3):
+    return AdamState([np.array(p, F16)], [np.array(m, F16)], [np.array(v, F16)], iterations=iterations)
+
+
+def test_decisive_margin_is_above_every_tolerance():
+    """Saturation and decided picks must not excuse what a K would still judge."""
+    assert 4 * max(t.k for t in SPEC.tolerances.values()) <= DECISIVE_K
+
+
+def test_a_moment_past_the_range_is_inf_and_what_follows_is_judged():
+    """float16, beta_2 = 0.75: 0.25 * 60000**2 is far past 65504, so every correct order
+    stores v = inf; the variable then moves by m / inf = 0, exactly."""
+    v = SPEC.variant("keras3")
+    st = _state([1.5], [0.25], [1.0])
+    h = Hyper(learning_rate=0.01, beta_1=0.9, beta_2=0.75, epsilon=1e-3)
+    res = step(v, "float16", h, st, [np.array([60000.0], F16)])
+    assert math.isinf(float(res.state.v[0].x.ravel()[0]))
+    obs = res.state.rounded("float16")
+    verdict = compare(res, obs, 8)
+    assert verdict.ok and verdict.ill == 0 and verdict.ieee >= 1
+    assert float(obs.params[0][0]) == 1.5
+    bad = obs.copy()
+    bad.v[0] = np.array([65504.0], F16)     # a finite v where the exact one overflows
+    assert not compare(res, bad, 8).ok
+
+
+def test_an_order_dependent_overflow_accepts_either_outcome():
+    """g*g overflows float16 (300**2 > 65504) but (1 - beta_2) * g * g does not: v is inf
+    in the kernel order and finite in the other; both are judged and both pass, a third
+    value fails."""
+    variant = SPEC.variant("keras-legacy")
+    st = _state([2.0], [0.0], [4.0])
+    h = Hyper(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-3)
+    g = [np.array([300.0], F16)]
+    inp = StepInput("keras-legacy", "float16", h, st, tuple(g))
+    exact = step(variant, "float16", h, st, g)
+    assert compare(exact, exact.state.rounded("float16"), 8).ill > 0   # the first-order model alone gives up
+    inf_order = step(variant, "float16", h, st, g, ieee=True)
+    assert math.isinf(float(inf_order.state.v[0].x.ravel()[0]))
+    for obs in (exact.state.rounded("float16"), inf_order.state.rounded("float16")):
+        verdict = judge(variant, inp, exact, obs, 8, ())
+        assert verdict.ok and verdict.ill == 0, verdict
+    bad = exact.state.rounded("float16")
+    bad.v[0] = np.array([60000.0], F16)
+    assert not judge(variant, inp, exact, bad, 8, ()).ok
+
+
+def test_zero_gradients_under_clipnorm_are_judged():
+    """sqrt of an exact zero norm is exact; the clip then picks c, decided."""
+    variant = SPEC.variant("keras3")
+    st = AdamState([np.array([1.0, -2.0], np.float32)], [np.zeros(2, np.float32)], [np.zeros(2, np.float32)], iterations=5)
+    h = Hyper(learning_rate=0.1, epsilon=1e-30, clipnorm=1.0)
+    res = step(variant, "float32", h, st, [np.zeros(2, np.float32)])
+    verdict = compare(res, res.state.rounded("float32"), 8)
+    assert verdict.ok and verdict.ill == 0
+
+
+@pytest.mark.parametrize("scale", [2.0 ** -1022, 2.0 ** -1000])
+def test_ratio_does_not_underflow(scale):
+    """float64 elements whose S is only the underflow allowance: u*S is below the
+    smallest double, yet a one-subnormal difference has a finite ratio."""
+    exact = np.array([0.0], dtype=object)
+    obs = np.array([5e-324])
+    r, ill, _ = element_ratios(exact, np.array([scale]), np.array([math.inf]), obs, "float64", 8)
+    assert not ill[0] and math.isfinite(r[0]) and r[0] == pytest.approx(5e-324 / scale / 2.0 ** -53)
