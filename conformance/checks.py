@@ -90,14 +90,9 @@ def _trajectory(variant: Variant, dtype: str) -> st.SearchStrategy:
     return build()
 
 
-def _callable(variant: Variant, dtype: str) -> st.SearchStrategy:
-    """A trajectory of 2-4 steps whose learning rate and betas (and epsilon, where the
-    variant's pages promise it: the `callable.eager-hypers` clause) are zero-argument
-    callables returning a new value at every step."""
-    from adamconf.spec import load_spec  # the clauses say which hyperparameters may be callables
-    names = ["learning_rate", "beta_1", "beta_2"]
-    if any(suffix(c) == "callable.eager-hypers" for c in load_spec().clauses_for(variant.id)):
-        names.append("epsilon")
+def _callable_trajectory(variant: Variant, dtype: str, names: list[str]) -> st.SearchStrategy:
+    """A trajectory of 2-4 steps whose hyperparameters `names` are zero-argument callables
+    returning a new value at every step."""
     draws = {"learning_rate": S.learning_rates(), "beta_1": S.beta_1s(), "beta_2": S.beta_2s(), "epsilon": S.epsilons()}
 
     @st.composite
@@ -107,6 +102,22 @@ def _callable(variant: Variant, dtype: str) -> st.SearchStrategy:
         kw = {k: StepTime(tuple(draw(st.lists(draws[k], min_size=n, max_size=n)))) for k in names}
         return StepInput(start.variant, start.dtype, start.hyper.replace(**kw), start.state, start.grads), grads_seq
     return build()
+
+
+def _callable_suffixes(variant: Variant) -> set[str]:
+    from adamconf.spec import load_spec  # the clauses say which hyperparameters may be callables
+    return {suffix(c) for c in load_spec().clauses_for(variant.id) if c.id.split(".")[1] == "callable"}
+
+
+def _callable(variant: Variant, dtype: str) -> st.SearchStrategy:
+    """The learning rate, and the betas where the variant's clauses promise them, as callables."""
+    betas = _callable_suffixes(variant) & {"callable.betas", "callable.hypers", "callable.eager-hypers"}
+    return _callable_trajectory(variant, dtype, ["learning_rate"] + (["beta_1", "beta_2"] if betas else []))
+
+
+def _callable_epsilon(variant: Variant, dtype: str) -> st.SearchStrategy:
+    """Epsilon as a callable (promised with the others under eager execution)."""
+    return _callable_trajectory(variant, dtype, ["epsilon"])
 
 
 def _special(variant: Variant, dtype: str) -> st.SearchStrategy[StepInput]:
@@ -182,9 +193,12 @@ CHECKS: dict[str, Check] = {c.name: c for c in [
     Check("migrate-example", "step", frozenset(), "the compat.v1 before/after example in float32",
           _migrate, covers=("migrate.same-formula", "example.before-after"), dtypes=("float32",)),
     Check("callable", "schedule", frozenset({"callable_hyper"}),
-          "callable learning rate and betas (and epsilon where promised), read anew at every step",
+          "a callable learning rate (and betas where promised), read anew at every step",
           _callable, kind="trajectory",
           covers=("callable.learning-rate", "callable.betas", "callable.hypers", "callable.eager-hypers")),
+    Check("callable-epsilon", "schedule", frozenset({"callable_hyper"}),
+          "a callable epsilon, read anew at every step", _callable_epsilon, kind="trajectory",
+          covers=("callable.eager-hypers",)),
     Check("example", "step", frozenset(), "the usage example: lr 0.1, var 10.0, grad = var; one step gives 9.9",
           _example, covers=("example.first-step", "example.sign-step")),
     # The update rule's clauses promise its outcome for every input, special values too:

@@ -265,7 +265,10 @@ def _learning_rate(sc: _Scalars, A: Arith, hyper: Hyper, iterations: int) -> Tra
         held = _u_ratio(sc._holder("lr"), sc.dtype)
         ratio = max(held, _u_ratio("float32", sc.dtype))
         # under flush-to-zero a value below the normal range may be read as 0
-        t = const(val, abs(float(val)) * (roundings * ratio + held + 1) + float(daz_scale(float(val), sc.daz)))
+        # each float32 rounding of a value below float32's normal range may lose up to
+        # half its smallest subnormal (a small rate to a high power)
+        under32 = (roundings + 1) * fmt("float32").eta / fmt(sc.dtype).u
+        t = const(val, abs(float(val)) * (roundings * ratio + held + 1) + under32 + float(daz_scale(float(val), sc.daz)))
     else:
         t = sc.primary(float(lr), "lr")
     if hyper.decay:

@@ -45,6 +45,9 @@ _to_float = np.frompyfunc(float, 1, 1)
 # under the rounding threshold, with operands better conditioned than 2 * DECISIVE_K * u:
 # a margin well above every K in spec/tolerances.toml (tests/test_reference.py holds it so).
 DECISIVE_K = 64.0
+# The float64 shadow of float64 data: x86's 80-bit long double where numpy has one (its
+# exponent reaches far past 2**1024), else float64 itself.
+SHADOW64 = np.longdouble if np.finfo(np.longdouble).maxexp > 1024 else np.float64
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,11 @@ class Format:
         return (2.0 - 2.0 ** (1 - self.p)) * 2.0 ** self.emax
 
     @property
-    def overflow(self) -> float:
-        """The smallest magnitude that rounds to infinity (round to nearest, ties to even)."""
-        return (2.0 - 2.0 ** -self.p) * 2.0 ** self.emax
+    def overflow(self) -> Any:
+        """The smallest magnitude that rounds to infinity (round to nearest, ties to
+        even), in the shadow type (for float64 it lies past the largest double)."""
+        two = SHADOW64(2)
+        return (two - two ** -self.p) * two ** self.emax
 
 
 FORMATS = {
@@ -144,9 +149,12 @@ def from_array(a: np.ndarray, daz: Format | None = None) -> Tracked:
     With `daz`, a subnormal element of that format may be read as 0: its own magnitude
     becomes its error scale."""
     a = np.asarray(a)
-    f = a.astype(np.float64)
+    d = a.astype(np.float64)
     bits = {2: 11, 4: 24, 8: 53}.get(a.dtype.itemsize, 53) if a.dtype.name != "bfloat16" else 8
-    return Tracked(f.astype(object), f, daz_scale(f, daz), raw=True, bits=bits)
+    # float64 data gets a wider shadow, so squares and sums past the double range keep
+    # their magnitudes (and S stays finite) instead of becoming inf
+    f = d.astype(SHADOW64) if a.dtype == np.float64 else d
+    return Tracked(d.astype(object), f, daz_scale(d, daz), raw=True, bits=bits)
 
 
 def daz_scale(f: Any, daz: Format | None) -> Any:
@@ -245,7 +253,7 @@ class Arith:
         s = _inf_exact(f, prop + np.abs(f) + self._under(f, prop, _zero(a) | _zero(b)), a, b)
         m = self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f)
         if _exact_product(a, b):
-            x = f.astype(object) if isinstance(f, np.ndarray) else float(f)
+            x = f.astype(np.float64).astype(object) if isinstance(f, np.ndarray) else float(f)
             return self._op(Tracked(x, f, s, m, raw=True, bits=a.bits + b.bits), a, b)
         x, y = _pair(a, b)
         return self._op(Tracked(x * y, f, s, m), a, b)
@@ -341,9 +349,9 @@ class Arith:
         if not isinstance(a.x, np.ndarray):
             x = mp(c) * a.x + mp(w) * b.x
         elif _exact_product(w, b):      # w*b exact in float64: one fused op
-            x = _fma(mp(c), a.x, (w.f * b.f).astype(object))
+            x = _fma(mp(c), a.x, (w.f * b.f).astype(np.float64).astype(object))
         elif _exact_product(c, a):
-            x = _fma(mp(w), b.x, (c.f * a.f).astype(object))
+            x = _fma(mp(w), b.x, (c.f * a.f).astype(np.float64).astype(object))
         else:
             x = _fma(mp(c), a.x, mp(w) * b.x)
         f = c.f * a.f + w.f * b.f
@@ -372,10 +380,10 @@ class Arith:
         x = _ONE * 0
         for v in np.ravel(a.x):
             x = x + v
-        f = float(np.sum(a.f))
+        f = np.sum(np.asarray(a.f))   # the shadow's own type: a long double keeps past-double sums
         depth = math.ceil(math.log2(n)) + 1 if n > 1 else 0
-        total = float(np.sum(np.abs(a.f)))
-        s = float(np.sum(a.s)) + depth * total + (n - 1) * self.add_tiny
+        total = np.sum(np.abs(np.asarray(a.f)))
+        s = np.sum(np.asarray(a.s)) + depth * total + (n - 1) * self.add_tiny
         margin = float(np.min(a.margin)) if np.size(a.margin) else math.inf
         # a partial sum past the largest finite number (e.g. a squared norm) voids the bound
         if total > self.fmt.max and bool(np.all(np.isfinite(a.f))):
@@ -401,9 +409,9 @@ class Arith:
 
     def _decided(self, f: Any, s: Any, inputs: Any) -> np.ndarray:
         """Where |f| overflows whatever rounding errors within DECISIVE_K * u * s do."""
-        f = np.asarray(f, dtype=np.float64)
+        f = np.asarray(f)
         with np.errstate(invalid="ignore", over="ignore"):
-            s = np.broadcast_to(np.asarray(s, dtype=np.float64), f.shape)
+            s = np.broadcast_to(np.asarray(s), f.shape)
             return (np.isfinite(f) & np.isfinite(s) & (np.abs(f) - DECISIVE_K * self.fmt.u * s >= self.fmt.overflow)
                     & (np.broadcast_to(inputs, f.shape) > 2.0 * DECISIVE_K * self.fmt.u))
 
@@ -411,11 +419,11 @@ class Arith:
         """t with the elements under `dec` replaced by `value` (+-inf or NaN), exact (S = 0)."""
         if not np.any(dec):
             return t
-        f = np.asarray(t.f, dtype=np.float64)
-        val = np.broadcast_to(np.asarray(value, dtype=np.float64), f.shape)
+        f = np.asarray(t.f)
+        val = np.broadcast_to(np.asarray(value, dtype=f.dtype if f.dtype.kind == "f" else np.float64), f.shape)
         x = np.asarray(mp(t) if not isinstance(t.x, np.ndarray) else t.x, dtype=object)
-        x = np.where(dec, (_ONE * val).astype(object) if val.ndim else _ONE * float(val), x)
-        s = np.broadcast_to(np.asarray(t.s, dtype=np.float64), f.shape)
+        x = np.where(dec, (_ONE * val.astype(np.float64)).astype(object) if val.ndim else _ONE * float(val), x)
+        s = np.broadcast_to(np.asarray(t.s), f.shape)
         margin = np.where(dec, math.inf, np.broadcast_to(t.margin, f.shape))
         if not f.ndim:   # scalars stay scalars
             return Tracked(x.item(), float(np.where(dec, val, f)), float(np.where(dec, 0.0, s)), float(margin))
