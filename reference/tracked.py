@@ -360,17 +360,21 @@ class Arith:
         s = s + 2.0 * self._under(f, s, _zero(a) & _zero(b)) + (2.0 * self.add_tiny if self.add_tiny else 0.0)
         s = _inf_exact(f, s, a, b)
         # the kernel order forms b - a first: it may overflow where the result does not
-        margin = self._ovf(np.abs(a.f) + np.abs(b.f), self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f), a.f, b.f)
+        margin = self._ovf(b.f - a.f, self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f), a.f, b.f)
         # an infinite end gives inf in some orders and inf - inf = NaN in others (a + (b - a)*w
         # from an infinite a; torch's b - (b - a)*(1 - w) for w >= 1/2 from an infinite b)
         nan_prone = lerp_nan_prone(a, b, w)
         if np.any(nan_prone):
             margin = np.where(nan_prone, 0.0, margin)
         out = Tracked(x, f, s, margin)
-        if self.ieee:   # a + (b - a) * w: b - a overflows with its own sign, which w > 0 keeps
+        if self.ieee:
+            # a + (b - a) * w (the kernel's, and torch's below w = 1/2): b - a overflows with
+            # its own sign, which 0 < w < 1/2 keeps; torch's b - (b - a) * (1 - w) from
+            # w = 1/2 on gives the opposite sign, so those stay ill
             d = b.f - a.f
+            wf = np.asarray(w.f)
             out = self._to_inf(out, self._decided(d, a.s + b.s + np.abs(d), np.minimum(a.margin, b.margin))
-                               & np.isfinite(a.f) & (np.asarray(w.f) > 0), np.sign(d) * math.inf)
+                               & np.isfinite(a.f) & (wf > 0) & (wf < 0.5), np.sign(d) * math.inf)
         return self._op(out, a, b)
 
     def sum(self, a: Tracked) -> Tracked:
