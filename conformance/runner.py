@@ -256,7 +256,8 @@ class Runner:
 
         def note(i: int, run: CheckRun) -> None:
             done[i] = run
-            self.log(progress_line(len(done), len(cells), run, time.perf_counter() - t0))
+            self.log(progress_line(len(done), len(cells), run, time.perf_counter() - t0,
+                                   "apart" if self.exact_order else "u*S"))
         try:
             if self.executor is not None and not fail_fast:
                 self.executor.map([("cell", c) for c in cells], self._crashed, note, self._known_broken)
@@ -524,10 +525,11 @@ def _size(inp: StepInput) -> int:
     return sum(int(np.size(p)) for p in inp.state.params)
 
 
-def progress_line(i: int, n: int, run: CheckRun, elapsed: float) -> str:
-    """`[i/N] verdict cell worst ratio, elapsed and an estimate of what remains`."""
+def progress_line(i: int, n: int, run: CheckRun, elapsed: float, unit: str = "u*S") -> str:
+    """`[i/N] verdict cell worst ratio, elapsed and an estimate of what remains`; in exact
+    mode the ratio counts representable values apart (`unit` "apart")."""
     left = elapsed / i * (n - i)
-    what = (f"worst {run.worst_ratio:8.3g} u*S ({run.examples} examples, {run.seconds:.1f}s)" if run.dtype != API
+    what = (f"worst {run.worst_ratio:8.3g} {unit} ({run.examples} examples, {run.seconds:.1f}s)" if run.dtype != API
             else run.message[:70])
     return (f"[{i:{len(str(n))}d}/{n}] {run.status:15s} {run.variant:13s} {run.dtype:8s} {run.check:16s} {what}"
             f"  {_clock(elapsed)} elapsed, ~{_clock(left)} left")

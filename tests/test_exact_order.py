@@ -244,3 +244,15 @@ def test_cli_records_the_order_and_replays_it(tmp_path):
     assert cell.returncode == 1 and "exact order page" in cell.stdout
     unknown = _cli("replay", str(case), "--backend", "numpy", "--exact-order", "nope", cwd=tmp_path)
     assert unknown.returncode == 2 and "tf-kernel, page, torch-lerp" in unknown.stderr
+
+
+def test_pytest_route_takes_the_order(tmp_path):
+    base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--adam-backend", "numpy",
+            "--adam-variant", "tf1", "--adam-dtype", "float32", "--adam-check", "dense", "--adam-in-process"]
+    run = lambda *a: subprocess.run([*base, *a], cwd=tmp_path, capture_output=True, text=True, timeout=600)  # noqa: E731
+    assert run("--adam-exact-order", "tf-kernel").returncode == 0
+    page = run("--adam-exact-order", "page", "--adam-out", str(tmp_path / "out"))
+    assert page.returncode == 1 and "exact order page" in page.stdout
+    assert load_results(tmp_path / "out" / "results.json")["exact_order"] == "page"
+    bad = run("--adam-exact-order", "nope")
+    assert bad.returncode == 4 and "tf-kernel, page, torch-lerp" in bad.stderr
