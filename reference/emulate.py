@@ -134,7 +134,6 @@ _sub = np.frompyfunc(gmpy2.sub, 2, 1)
 _mul = np.frompyfunc(gmpy2.mul, 2, 1)
 _div = np.frompyfunc(gmpy2.div, 2, 1)
 _sqrt = np.frompyfunc(gmpy2.sqrt, 1, 1)
-_round = np.frompyfunc(lambda x: +x, 1, 1)    # unary plus rounds to the active context
 _float = np.frompyfunc(float, 1, 1)
 _mpfr = np.frompyfunc(gmpy2.mpfr, 1, 1)
 
@@ -239,7 +238,7 @@ def power(base: float, t: float, dtype: str) -> float:
     return float(F.pow(F.scalar(base), F.scalar(t)))
 
 
-def _value(x: Any, iterations: int) -> float:
+def _value(x: Any) -> float:
     """A hyperparameter's value at this step: a callable called, a number as is."""
     if isinstance(x, Schedule):
         raise Unemulated("a learning-rate schedule is evaluated in the library's own arithmetic; "
@@ -277,8 +276,8 @@ def _scalars(variant: Variant, F: _Fmt, hyper: Hyper, state: AdamState) -> _Scal
     hold = {"lr": variant.lr_dtype, "beta": variant.hyper_dtype, "eps": variant.eps_dtype or variant.hyper_dtype,
             "power": variant.power_dtype or variant.hyper_dtype, "aux": variant.aux_dtype}
     one = F.scalar(1.0)
-    beta_1, beta_2 = _value(hyper.beta_1, it), _value(hyper.beta_2, it)
-    lr = _held(F, _value(hyper.learning_rate, it), hold["lr"])
+    beta_1, beta_2 = _value(hyper.beta_1), _value(hyper.beta_2)
+    lr = _held(F, _value(hyper.learning_rate), hold["lr"])
     if hyper.decay and "decay" in variant.features:             # lr / (1 + decay * iterations)
         lr = F.div(lr, F.add(one, F.mul(_held(F, hyper.decay, hold["aux"]), F.scalar(float(it)))))
     b1, b2 = _held(F, beta_1, hold["beta"]), _held(F, beta_2, hold["beta"])
@@ -286,7 +285,7 @@ def _scalars(variant: Variant, F: _Fmt, hyper: Hyper, state: AdamState) -> _Scal
         c1, c2 = F.sub(one, b1), F.sub(one, b2)
     else:
         c1, c2 = F.scalar(1.0 - beta_1), F.scalar(1.0 - beta_2)
-    eps_raw = None if hyper.epsilon is None else _value(hyper.epsilon, it)
+    eps_raw = None if hyper.epsilon is None else _value(hyper.epsilon)
     eps = _held(F, variant.effective_epsilon(eps_raw), hold["eps"])
 
     next_powers: tuple[float | None, float | None] = (None, None)
