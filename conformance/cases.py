@@ -99,9 +99,11 @@ def _unhyper(d: dict[str, Any]) -> Hyper:
     return Hyper(**out)
 
 
-def to_json(inp: StepInput, clause: str = "", check: str = "") -> dict[str, Any]:
+def to_json(inp: StepInput, clause: str = "", check: str = "", exact_order: str | None = None) -> dict[str, Any]:
+    """The case as data; `exact_order` (exact mode) is recorded so a replay judges it the same way."""
     st = inp.state
-    return {
+    extra = {} if exact_order is None else {"exact_order": exact_order}
+    return extra | {
         "format": FORMAT, "clause": clause, "check": check,
         "variant": inp.variant, "dtype": inp.dtype, "hyper": _hyper(inp.hyper),
         "state": {"params": _arrs(st.params), "m": _arrs(st.m), "v": _arrs(st.v),
@@ -127,12 +129,21 @@ def from_json(d: dict[str, Any]) -> tuple[StepInput, str, str]:
     return inp, d.get("clause", ""), d.get("check", "")
 
 
-def save(path: Path, inp: StepInput, clause: str, check: str) -> None:
+def save(path: Path, inp: StepInput, clause: str, check: str, exact_order: str | None = None) -> None:
     """Write atomically: a crash never leaves a half-written case behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_json(inp, clause, check), indent=1))
+    tmp.write_text(json.dumps(to_json(inp, clause, check, exact_order), indent=1))
     tmp.replace(path)
+
+
+def exact_order_of(path: Path) -> str | None:
+    """The exact order a case file was judged under (None: the normal mode)."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return d.get("exact_order") if isinstance(d, dict) else None
 
 
 def load(path: Path, spec: Any = None) -> tuple[StepInput, str, str]:

@@ -54,6 +54,14 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                    "so a crash or hang becomes a verdict")
     p.add_argument("--quiet", action="store_true", help="no per-check progress lines")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing check")
+    _add_exact_order(p)
+
+
+def _add_exact_order(p: argparse.ArgumentParser) -> None:
+    from adamconf.exact_mode import ORDER_NAMES
+    p.add_argument("--exact-order", metavar="NAME",
+                   help=f"exact mode: demand bit-for-bit equality with one op order emulated in the target format "
+                   f"({', '.join(ORDER_NAMES)}), every element judged; checks it cannot emulate are unsupported")
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +71,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", required=True, help="module:attr, or a registered name")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds the backend step may take (default 10)")
     p.add_argument("--in-process", action="store_true", help="run the backend in this process (for debugging)")
+    _add_exact_order(p)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -121,6 +130,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     from adamconf import profiles
+    from adamconf.exact_mode import check_order
     from adamconf.findings import FindingsError
     from adamconf.loading import ConfigError
     from adamconf.outdir import OutDir, OutDirError
@@ -132,6 +142,7 @@ def run_check(args: argparse.Namespace) -> int:
     pool = None
     try:
         variants, dtypes, only = _selection(args, spec)
+        check_order(args.exact_order)
         jobs = _jobs(args.jobs)
         if args.seed is not None and profiles.settings_for(args.profile).derandomize:
             raise ValueError(f"the {args.profile} profile is derandomized, so --seed has no effect: "
@@ -141,7 +152,7 @@ def run_check(args: argparse.Namespace) -> int:
         backend, pool = _backend(args, outdir, jobs)
         runner = Runner(spec, backend, args.backend, profile=args.profile, seed=args.seed, timeout=args.timeout,
                         out=outdir.path, max_examples=args.max_examples, findings_files=args.findings,
-                        cases_dir=outdir.cases, executor=pool,
+                        cases_dir=outdir.cases, executor=pool, exact_order=args.exact_order,
                         log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)))
         cells = runner.plan(variants, dtypes, only)
         if not any(c.variant in backend.variants and (c.dtype == "api" or c.dtype in backend.dtypes) for c in cells):
@@ -190,7 +201,8 @@ def _backend(args: argparse.Namespace, outdir: object, jobs: int) -> tuple[objec
         return load_backend(args.backend), None
     pool = Pool(dict(backend=args.backend, profile=args.profile, seed=args.seed, timeout=args.timeout,
                      max_examples=args.max_examples, findings_files=list(args.findings),
-                     out=_str(outdir.path), cases_dir=_str(outdir.cases)), jobs)  # type: ignore[attr-defined]
+                     out=_str(outdir.path), cases_dir=_str(outdir.cases),
+                     exact_order=getattr(args, "exact_order", None)), jobs)  # type: ignore[attr-defined]
     try:
         return pool.start(), pool
     except WorkerError as e:
@@ -296,10 +308,12 @@ def _print_summary(record: dict) -> None:
 def run_replay(args: argparse.Namespace) -> int:
     from adamconf import cases
     from adamconf.checks import CHECKS
+    from adamconf.exact_mode import check_order
+    from adamconf.exact_mode import unsupported as exact_unsupported
     from adamconf.loading import ConfigError
     from adamconf.protocol import unsupported_reason
     from adamconf.spec import load_spec
-    from adamconf.worst_case import load_cell
+    from adamconf.worst_case import exact_order_of_results, load_cell
 
     spec = load_spec()
     pool = None
@@ -309,11 +323,17 @@ def run_replay(args: argparse.Namespace) -> int:
         inp, clause, check = (load_cell(Path(args.case), args.cell) if args.cell
                                else cases.load(Path(args.case), spec))
         cases.validate(inp, spec, args.case)
+        # a case replays the judgement it was recorded under, unless --exact-order says otherwise
+        order = check_order(args.exact_order or (exact_order_of_results(Path(args.case)) if args.cell
+                                                 else cases.exact_order_of(Path(args.case))))
         chk = CHECKS.get(check)
         if check and chk is None:
             raise cases.CaseError(f"{args.case} names check {check!r}, which this adamconf does not have")
         backend, pool = _replay_backend(args)
         reason = unsupported_reason(backend, inp.variant, inp.dtype, chk.features if chk else ())
+        if not reason and order and (not chk or chk.kind != "raises"):
+            reason = exact_unsupported(spec.variant(inp.variant), inp.dtype, chk.features if chk else frozenset(),
+                                       tuple(getattr(backend, "flushes_denormals", ())))
         if reason:
             raise ValueError(f"unsupported: {reason}; `adamconf check` reports this cell as unsupported, "
                              "so there is nothing to replay")
@@ -322,12 +342,14 @@ def run_replay(args: argparse.Namespace) -> int:
             pool.shutdown()
         print(f"adamconf replay: {e}", file=sys.stderr)
         return 2
-    k = spec.tolerances[chk.family if chk else "step"].k
-    print(f"case {args.case}: clause {clause or '-'}, check {check or '-'}, K = {k:g}")
-    print(cases.describe(inp, limit=20))
     kind = chk.kind if chk else "step"
+    order = order if kind != "raises" else None
+    k = 0.0 if order else spec.tolerances[chk.family if chk else "step"].k
+    mode = f", exact order {order} (bit for bit)" if order else ""
+    print(f"case {args.case}: clause {clause or '-'}, check {check or '-'}, K = {k:g}{mode}")
+    print(cases.describe(inp, limit=20))
     try:
-        verdict, message, worst = _replay_one(backend, pool, spec, inp, k, kind, args.timeout)
+        verdict, message, worst = _replay_one(backend, pool, spec, inp, k, kind, args.timeout, order)
     finally:
         if pool is not None:
             pool.close()
@@ -335,7 +357,8 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"adamconf replay: the case is not valid for {inp.variant}: {message}", file=sys.stderr)
         return 2
     if verdict == "pass":
-        print(f"PASS: worst error {worst:.3g} u*S (K = {k:g})" if kind != "raises" else "PASS: raised ValueError")
+        print("PASS: raised ValueError" if kind == "raises" else
+              f"PASS: bit for bit equal to the order {order}" if order else f"PASS: worst error {worst:.3g} u*S (K = {k:g})")
         return 0
     print(f"FAIL: {message}")
     return 1
@@ -349,16 +372,16 @@ def _replay_backend(args: argparse.Namespace) -> tuple[object, object]:
 
 
 def _replay_one(backend: object, pool: object, spec: object, inp: object, k: float, kind: str,
-                timeout: float) -> tuple[str, str, float]:
+                timeout: float, order: str | None = None) -> tuple[str, str, float]:
     """(verdict, message, worst) for one case, in the backend's worker unless in-process."""
     from adamconf.worker import WorkerFailed
     if pool is not None:
         try:
-            return pool.request(("replay", inp, k, kind))  # type: ignore[attr-defined]
+            return pool.request(("replay", inp, k, kind, order))  # type: ignore[attr-defined]
         except WorkerFailed as e:
             return "fail", str(e), float("inf")
     from adamconf.worker import replay_case
-    return replay_case(backend, spec, inp, k, kind, timeout)
+    return replay_case(backend, spec, inp, k, kind, timeout, order)
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -38,6 +38,9 @@ def pytest_addoption(parser: Any) -> None:
                 help="ci (default), dev or thorough; --hypothesis-profile adamconf-<name> works too")
     g.addoption("--adam-max-examples", type=int, default=None, help="override the profile's example budget")
     g.addoption("--adam-timeout", type=float, default=10.0, help="seconds one backend step may take (default 10)")
+    g.addoption("--adam-exact-order", default=None, metavar="NAME",
+                help="exact mode: bit-for-bit equality with one op order emulated in the target format "
+                "(as adamconf check --exact-order)")
     g.addoption("--adam-findings", action="append", default=[], metavar="FILE",
                 help="a known-deviation file of your own, in addition to the backend's (repeat)")
     g.addoption("--adam-in-process", action="store_true",
@@ -52,6 +55,7 @@ def _options(config: Any) -> dict[str, Any]:
 
     from adamconf import profiles
     from adamconf.cli import _selection
+    from adamconf.exact_mode import check_order
     from adamconf.spec import load_spec
     spec = load_spec()
     ns = argparse.Namespace(variant=config.getoption("--adam-variant"), dtype=config.getoption("--adam-dtype"),
@@ -60,6 +64,7 @@ def _options(config: Any) -> dict[str, Any]:
                             timeout=config.getoption("--adam-timeout"))
     try:
         variants, dtypes, only = _selection(ns, spec)
+        check_order(config.getoption("--adam-exact-order"))
         hyp = config.getoption("--hypothesis-profile", None)
         profile = config.getoption("--adam-profile") or (
             hyp if hyp and hyp.startswith(profiles.PREFIX) else "ci")
@@ -87,7 +92,8 @@ def pytest_configure(config: Any) -> None:
     timeout = config.getoption("--adam-timeout")
     kw = dict(profile=opts["profile"], seed=opts["seed"], timeout=timeout,
               max_examples=config.getoption("--adam-max-examples"), findings_files=config.getoption("--adam-findings"),
-              statistics=bool(config.getoption("--hypothesis-show-statistics", False)))
+              statistics=bool(config.getoption("--hypothesis-show-statistics", False)),
+              exact_order=config.getoption("--adam-exact-order"))
     pool = None
     try:
         if config.getoption("--adam-in-process"):

@@ -23,7 +23,7 @@ from hypothesis import given, reject, target
 from hypothesis import seed as hyp_seed
 from hypothesis.errors import Flaky, Unsatisfiable
 
-from adamconf import cases, profiles, stamp
+from adamconf import cases, exact_mode, profiles, stamp
 from adamconf import findings as findings_mod
 from adamconf import worst_case as worst_mod
 from adamconf.api_checks import API_CHECKS, api_check_for, run_api_check
@@ -141,6 +141,7 @@ class RunResult:
     findings: list[dict[str, Any]] = field(default_factory=list)
     flushes_denormals: list[str] = field(default_factory=list)
     interrupted: bool = False
+    exact_order: str | None = None  # exact mode: the op order every numeric check demands bit for bit
 
     @property
     def judged(self) -> int:
@@ -174,7 +175,8 @@ class Runner:
                  seed: int | None = None, timeout: float = 10.0, out: Path | None = None,
                  max_examples: int | None = None, log: Callable[[str], None] | None = None,
                  findings_files: Sequence[str | Path] = (), cases_dir: Path | None = None,
-                 executor: Any = None, statistics: bool = False) -> None:
+                 executor: Any = None, statistics: bool = False, exact_order: str | None = None) -> None:
+        self.exact_order = exact_mode.check_order(exact_order)   # None: judged within K*u*S
         self.profile = profiles.profile_name(profile).removeprefix(profiles.PREFIX)
         self.spec, self.backend, self.backend_ref = spec, backend, backend_ref
         self.max_examples = max_examples
@@ -245,6 +247,8 @@ class Runner:
         run = CheckRun(cell.check, cell.variant, cell.dtype, FAIL, message=text)
         if cell.dtype == API:
             run.clause_status = dict.fromkeys(self.clauses_of(cell), FAIL)
+        elif self.exact_order and CHECKS[cell.check].kind != "raises":
+            run.k = 0.0
         else:
             run.k = self.spec.tolerances[CHECKS[cell.check].family].k
         return self.apply_findings(run)
@@ -260,7 +264,8 @@ class Runner:
 
         def note(i: int, run: CheckRun) -> None:
             done[i] = run
-            self.log(progress_line(len(done), len(cells), run, time.perf_counter() - t0))
+            self.log(progress_line(len(done), len(cells), run, time.perf_counter() - t0,
+                                   "apart" if self.exact_order else "u*S"))
         try:
             if self.executor is not None and not fail_fast:
                 self.executor.map([("cell", c) for c in cells], self._crashed, note, self._known_broken)
@@ -282,7 +287,7 @@ class Runner:
                          runs, self.attribute(variants, dtypes, runs), seconds,
                          profiles.budget(self.profile, self.max_examples), stamp.environment(),
                          stamp.backend_versions(self.backend), self.finding_records(runs),
-                         sorted(getattr(self.backend, "flushes_denormals", ())), interrupted)
+                         sorted(getattr(self.backend, "flushes_denormals", ())), interrupted, self.exact_order)
 
     # -- API cells ----------------------------------------------------------------------
 
@@ -381,10 +386,17 @@ class Runner:
                             message=f"the backend's unsupported() raised {type(e).__name__}: {e}")
         if reason:
             return CheckRun(chk.name, variant.id, dtype, UNSUPPORTED, k, message=str(reason))
+        exact = self.exact_order if chk.kind != "raises" else None   # a refusal is judged the same in both modes
+        if exact:
+            k = 0.0
+            reason = exact_mode.unsupported(variant, dtype, chk.features,
+                                            tuple(getattr(self.backend, "flushes_denormals", ())))
+            if reason:
+                return CheckRun(chk.name, variant.id, dtype, UNSUPPORTED, k, message=reason)
         if self.hung:
             return CheckRun(chk.name, variant.id, dtype, ERROR, k, message=self.hung)
         acc = Acc()
-        worst = worst_mod.WorstInput()
+        worst = worst_mod.WorstInput(exact)
         hung: list[CaseFailed] = []
         largest: list[StepInput] = []   # the passing input with the most elements: for the determinism check
 
@@ -395,7 +407,8 @@ class Runner:
                 out = expect_raises(self.backend, inp, ValueError, self.timeout)
             else:
                 try:
-                    out = evaluate(self.backend, variant, inp, k, self.timeout)
+                    out = (exact_mode.evaluate_exact(self.backend, variant, inp, exact, self.timeout) if exact
+                           else evaluate(self.backend, variant, inp, k, self.timeout))
                 except Invalid:
                     reject()
             acc.add(out)
@@ -482,7 +495,8 @@ class Runner:
             return
         name = f"{run.variant}__{run.dtype}__{chk.name}.json"
         clause = next(iter(self.clauses_of(Cell(run.variant, run.dtype, chk.name))), "")
-        cases.save((self.cases_dir or self.out / "cases") / name, inp, clause, chk.name)
+        cases.save((self.cases_dir or self.out / "cases") / name, inp, clause, chk.name,
+                   self.exact_order if chk.kind != "raises" else None)
         path = self.out / "cases" / name     # where it lies once the run has written its results
         run.case = str(path)
         run.replay = f"adamconf replay {shlex.quote(str(path))} --backend {shlex.quote(self.backend_ref)}"
@@ -524,10 +538,11 @@ def _size(inp: StepInput) -> int:
     return sum(int(np.size(p)) for p in inp.state.params)
 
 
-def progress_line(i: int, n: int, run: CheckRun, elapsed: float) -> str:
-    """`[i/N] verdict cell worst ratio, elapsed and an estimate of what remains`."""
+def progress_line(i: int, n: int, run: CheckRun, elapsed: float, unit: str = "u*S") -> str:
+    """`[i/N] verdict cell worst ratio, elapsed and an estimate of what remains`; in exact
+    mode the ratio counts representable values apart (`unit` "apart")."""
     left = elapsed / i * (n - i)
-    what = (f"worst {run.worst_ratio:8.3g} u*S ({run.examples} examples, {run.seconds:.1f}s)" if run.dtype != API
+    what = (f"worst {run.worst_ratio:8.3g} {unit} ({run.examples} examples, {run.seconds:.1f}s)" if run.dtype != API
             else run.message[:70])
     return (f"[{i:{len(str(n))}d}/{n}] {run.status:15s} {run.variant:13s} {run.dtype:8s} {run.check:16s} {what}"
             f"  {_clock(elapsed)} elapsed, ~{_clock(left)} left")
@@ -558,7 +573,7 @@ def as_dict(run: RunResult) -> dict[str, Any]:
         "interrupted": run.interrupted, "verdicts": list(VERDICTS), "bins": [str(b) for b in BINS],
         "checks": [{k: v for k, v in dataclasses.asdict(c).items() if k != "statistics"} for c in run.checks],
         "clauses": [dataclasses.asdict(c) for c in run.clauses],
-        "findings": run.findings, "flushes_denormals": run.flushes_denormals,
+        "findings": run.findings, "flushes_denormals": run.flushes_denormals, "exact_order": run.exact_order,
         "summary": summary(run),
     }
     return clean(d)

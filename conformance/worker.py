@@ -286,7 +286,7 @@ def _serve(recv: Connection, send: Connection) -> None:
                     timeout=config["timeout"], out=Path(config["out"]) if config["out"] else None,
                     max_examples=config["max_examples"], findings_files=config["findings_files"],
                     cases_dir=Path(config["cases_dir"]) if config["cases_dir"] else None,
-                    statistics=config.get("statistics", False))
+                    statistics=config.get("statistics", False), exact_order=config.get("exact_order"))
     while True:
         try:
             req = recv.recv()
@@ -302,7 +302,8 @@ def _handle(runner: Any, req: tuple) -> Any:
     try:
         if req[0] == "cell":
             return runner.run_cell(req[1])
-        return replay_case(runner.backend, runner.spec, req[1], req[2], req[3], runner.timeout)
+        return replay_case(runner.backend, runner.spec, req[1], req[2], req[3], runner.timeout,
+                           req[4] if len(req) > 4 else None)
     except Exception as e:  # noqa: BLE001 - reported as the harness's error, the worker lives on
         text = f"harness error in the worker: {type(e).__name__}: {e}"
         if req[0] == "cell":
@@ -324,14 +325,19 @@ def _load(ref: str, guard: Callable[..., Any]) -> tuple[Any, dict[str, Any]]:
     return backend, declared
 
 
-def replay_case(backend: Any, spec: Any, inp: Any, k: float, kind: str, timeout: float) -> tuple[str, str, float]:
-    """("pass" | "fail" | "invalid", message, worst ratio) for one saved case."""
+def replay_case(backend: Any, spec: Any, inp: Any, k: float, kind: str, timeout: float,
+                exact_order: str | None = None) -> tuple[str, str, float]:
+    """("pass" | "fail" | "invalid", message, worst ratio) for one saved case; with
+    `exact_order`, judged bit for bit against that order."""
     from adamconf.evaluate import Invalid, evaluate, expect_raises
+    from adamconf.exact_mode import evaluate_exact
     if kind == "raises":
         out = expect_raises(backend, inp, ValueError, timeout)
         return ("pass" if out.ok else "fail"), out.message, 0.0
     try:
-        out = evaluate(backend, spec.variant(inp.variant), inp, k, timeout)
+        variant = spec.variant(inp.variant)
+        out = (evaluate_exact(backend, variant, inp, exact_order, timeout) if exact_order
+               else evaluate(backend, variant, inp, k, timeout))
     except Invalid as e:
         return "invalid", str(e), 0.0
     return ("pass" if out.ok else "fail"), out.message, out.worst

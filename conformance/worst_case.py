@@ -71,10 +71,20 @@ def load_cell(results: Path, cell_id: str) -> tuple[StepInput, str, str]:
     return cases.from_json(wc["case"])
 
 
+def exact_order_of_results(results: Path) -> str | None:
+    """The exact order a results file was judged under (None: the normal mode)."""
+    from adamconf.reports.load import ReportError, load_results
+    try:
+        return load_results(results).get("exact_order")
+    except ReportError:
+        return None
+
+
 class WorstInput:
     """Fed every judged outcome of one cell; keeps the worst and the worst per step."""
 
-    def __init__(self) -> None:
+    def __init__(self, exact_order: str | None = None) -> None:
+        self.exact_order = exact_order   # exact mode: the worst element is set against this order
         self.inp: StepInput | None = None
         self.out: Outcome | None = None
         self.by_step: dict[int, float] = {}
@@ -99,7 +109,7 @@ class WorstInput:
             return None
         v = self.out.verdict
         rec: dict[str, Any] = {"ratio": v.worst_ratio, "field": v.worst_field, "variable": None, "element": None,
-                               "replay": replay, "case": cases.to_json(self.inp, clause, check)}
+                               "replay": replay, "case": cases.to_json(self.inp, clause, check, self.exact_order)}
         if v.worst_field is None or v.worst_at is None or self.out.observed is None:
             return rec
         rec.update(self._element(variant, flush, v.worst_field, v.worst_at))
@@ -107,6 +117,8 @@ class WorstInput:
 
     def _element(self, variant: Variant, flush: tuple[str, ...], name: str, at: tuple[int, int]) -> dict[str, Any]:
         inp, obs = self.inp, self.out.observed
+        if self.exact_order:
+            return self._emulated_element(variant, name, at)
         exact = ref.step(variant, inp.dtype, inp.hyper, inp.state, inp.grads, flush=flush)
         i, j = at
         if name in ("beta1_power", "beta2_power"):
@@ -120,3 +132,13 @@ class WorstInput:
         return {"variable": i, "element": j, "observed": _value(o, dtype),
                 "exact": {"decimal": f"{gmpy2.mpfr(x):.20g}", "nearest": _value(float(x), dtype)},
                 "scale": s, "ulps": ulps(o, x, dtype)}
+
+    def _emulated_element(self, variant: Variant, name: str, at: tuple[int, int]) -> dict[str, Any]:
+        """Exact mode: the order's value in place of the exact one; scale 0 and the
+        distance in representable values of the dtype in place of ulps."""
+        from adamconf import exact_mode
+        emulated = exact_mode.emulated_step(self.exact_order, variant, self.inp)
+        o, e, dtype = exact_mode.element(name, at, emulated, self.out.observed, self.inp.dtype)
+        apart = exact_mode.steps_apart(np.array([o]), np.array([e]), dtype)[0]
+        return {"variable": at[0], "element": at[1], "observed": _value(o, dtype),
+                "exact": {"decimal": f"{e:.20g}", "nearest": _value(e, dtype)}, "scale": 0.0, "ulps": float(apart)}

@@ -215,7 +215,12 @@ def _exact_state(state: AdamState, dtype: str, flush: Collection[str]) -> ExactS
     return ExactState.from_state(state, fmt(dtype) if dtype in flush else None, "float32" in flush)
 
 
-def _validate(variant: Variant, hyper: Hyper, state: ExactState, grads: list[Grad]) -> None:
+def validate(variant: Variant, hyper: Hyper, state: AdamState | ExactState, grads: list[Grad]) -> None:
+    """ReferenceError for inputs the documented API would reject (what `step` refuses)."""
+    _validate(variant, hyper, state, grads)
+
+
+def _validate(variant: Variant, hyper: Hyper, state: AdamState | ExactState, grads: list[Grad]) -> None:
     n = len(state.params)
     if len(grads) != n:
         raise ReferenceError(f"{len(grads)} gradients for {n} parameters; pass one gradient (or None) per parameter")

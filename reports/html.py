@@ -63,6 +63,9 @@ def stamp(res: dict[str, Any]) -> str:
     env = res.get("environment", {})
     pk = dict(env.get("packages", {}), **res.get("backend_versions", {}))
     seed = f", seed {res['seed']}" if res.get("seed") is not None else ""
+    if res.get("exact_order"):
+        seed += (f", exact mode: bit for bit against the op order <code>{escape(res['exact_order'])}</code> "
+                 "(ratios count representable values of the dtype)")
     return (f"<p class='muted'>adamconf {escape(env.get('adamconf', '?'))}, spec {escape(env.get('spec_hash', '?')[:19])}, "
             f"profile <code>{escape(res['profile'])}</code>{seed}, {res['examples']} examples per check, "
             f"{res['seconds']:.0f} s{' (interrupted)' if res.get('interrupted') else ''}. "

@@ -176,8 +176,11 @@ def step_summary(res: dict[str, Any], area_order: tuple[str, ...] = ()) -> str:
            ", ".join(f"{n} {v}" for v, n in counts.items() if n) + " (clause cells). "
            f"Profile `{res['profile']}`, {res['examples']} examples per check, {res['seconds']:.0f} s; "
            + ", ".join(f"{k} {v}" for k, v in (res.get("backend_versions") or {}).items()), "",
-           "Each cell: the combined verdict of the variant's clauses in that dtype and the worst err/(u*S) "
-           "of its checks (a pass needs every element within K).", "", *_matrix(res)]
+           ("Each cell: the combined verdict of the variant's clauses in that dtype and the worst number of "
+            f"representable values between the backend and the exact order `{res['exact_order']}` (exact mode: a pass "
+            "needs every element bit for bit equal)." if res.get("exact_order") else
+            "Each cell: the combined verdict of the variant's clauses in that dtype and the worst err/(u*S) "
+            "of its checks (a pass needs every element within K)."), "", *_matrix(res)]
     if bad:
         out += ["", "### Failures", ""]
         for r in bad:

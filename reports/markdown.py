@@ -49,6 +49,11 @@ def render(res: dict[str, Any]) -> str:
              "| variant | " + " | ".join(verdicts) + " |", "|---|" + "---:|" * len(verdicts)]
     for vid, row in res["summary"].items():
         lines.append(f"| {vid} | " + " | ".join(str(row.get(v, 0)) for v in verdicts) + " |")
+    if res.get("exact_order"):
+        lines += ["", f"Exact mode: every numeric check demands bit-for-bit equality with the op order "
+                  f"`{res['exact_order']}` emulated in the target format (K = 0; ratios and histograms count "
+                  "representable values of the dtype between the backend and the order; every element is judged, "
+                  "ill-conditioned ones included)."]
     if res.get("flushes_denormals"):
         lines += ["", f"The backend declares flush-to-zero arithmetic in {', '.join(res['flushes_denormals'])}: "
                   "there each operation may lose up to the smallest normal number."]

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adamconf.reference.state import AdamState, Hyper, Schedule
+from adamconf.reference.emulate import power
+from adamconf.reference.state import AdamState, Hyper, Schedule, dtype_name
 from adamconf.spec.model import Variant
 
 __all__ = ["StepScalars", "held", "hyper_value", "step_scalars"]
@@ -54,6 +55,12 @@ class StepScalars:
     next_powers: tuple[float | None, float | None]
 
 
+def _power(base: np.generic, t: np.generic, T: np.dtype) -> np.generic:
+    """base ** t correctly rounded (emulate.power), not np.power: its float32 and float64
+    loops use SVML on AVX-512 CPUs and can be an ulp off."""
+    return np.asarray(power(float(base), float(t), dtype_name(T))).astype(T)[()]
+
+
 def step_scalars(variant: Variant, T: np.dtype, hyper: Hyper, state: AdamState) -> StepScalars:
     """Every scalar one epsilon-hat step of `variant` uses, in the parameter dtype T."""
     if variant.formula != "epsilon-hat":
@@ -86,8 +93,8 @@ def step_scalars(variant: Variant, T: np.dtype, hyper: Hyper, state: AdamState) 
         next_powers = (float(np.float32(acc1 * f1)), float(np.float32(acc2 * f2)))
     else:
         t = held(it + 1, "param", T)
-        p1 = np.power(held(beta_1, hold["power"], T), t)
-        p2 = np.power(held(beta_2, hold["power"], T), t)
+        p1 = _power(held(beta_1, hold["power"], T), t, T)
+        p2 = _power(held(beta_2, hold["power"], T), t, T)
     sq = np.sqrt(one - p2)
     alpha = lr * sq / (one - p1)
     if hyper.adaptive_epsilon and "adaptive_epsilon" in variant.features:
