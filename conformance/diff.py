@@ -83,7 +83,7 @@ CAUSES: tuple[CauseKind, ...] = (
     CauseKind("epsilon 0 or None", ("zero_epsilon",), lambda a, b: not a.epsilon or not b.epsilon,
               "epsilon is nonzero"),
     CauseKind("AMSGrad form", ("amsgrad",), lambda a, b: a.amsgrad or b.amsgrad, "amsgrad is off"),
-    CauseKind("clipping policy and order", ("clip_policy",), lambda a, b: _clipping(a) or _clipping(b),
+    CauseKind("clipping policy and order", ("clip_policy", "global_norm_overflow"), lambda a, b: _clipping(a) or _clipping(b),
               "no clipping is set"),
     CauseKind("sparse semantics", ("sparse", "sparse_clip"), lambda a, b: False,
               "the problems give dense gradients"),
