@@ -97,6 +97,11 @@ class OptaxBackend:
     def unsupported(self, variant: str, dtype: str, features: Collection[str]) -> str | None:
         return None
 
+    def api(self) -> Any:
+        """The object-level API world (adamconf.api): optax.adam itself, called eagerly."""
+        from adamconf.backends.optax_api import OptaxApi
+        return OptaxApi(self.name)
+
     def transformation(self, hyper: Hyper) -> Any:
         """The optax GradientTransformation these hyperparameters describe."""
         _, _, optax = _modules()
