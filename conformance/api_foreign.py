@@ -232,8 +232,25 @@ def optax_slots(world: Any, out: Verdicts) -> None:
     out.judge("slots.names", not bad, "; ".join(bad))
 
 
+def _optax_mu_dtype(world: Any, make: Any, out: Verdicts) -> None:
+    """mu_dtype=bfloat16 over float32 parameters, against the same update without it."""
+    low = world.dtype("bfloat16")
+    tx, plain = make(0.1, mu_dtype=low), make(0.1)
+    start = _adam_record(tx.init(_vars(world)))
+    _, s1 = world.step(tx, tx.init(_vars(world)), _vars(world), list(_G1))
+    _, s2 = world.step(plain, plain.init(_vars(world)), _vars(world), list(_G1))
+    a, b = _adam_record(s1), _adam_record(s2)
+    kinds = [str(x.dtype) for x in (*start.mu, *a.mu)] + [str(x.dtype) for x in (*start.nu, *a.nu)]
+    want = ["bfloat16"] * 4 + ["float32"] * 4
+    mu_ok = all(np.array_equal(world.read(x), world.read(y.astype(low))) for x, y in zip(a.mu, b.mu))
+    nu_ok = all(np.array_equal(world.read(x), world.read(y)) for x, y in zip(a.nu, b.nu))
+    out.judge("arg.mu-dtype", kinds == want and mu_ok and nu_ok,
+              f"dtypes of mu, mu after a step, nu, nu after a step: {kinds} (expected {want}); mu is the "
+              f"rounded float32 mu: {mu_ok}; nu as without mu_dtype: {nu_ok}")
+
+
 def check_optax(world: Any, out: Verdicts) -> None:
-    """learning_rate must be given (a float or a schedule); optax.amsgrad's state record."""
+    """learning_rate must be given (a float or a schedule); mu_dtype; optax.amsgrad's state record."""
     make = world.optimizer_class(out.variant.id)
     if out.wants("arg.required-lr"):
         e = raises(make)
@@ -247,6 +264,8 @@ def check_optax(world: Any, out: Verdicts) -> None:
         out.judge("arg.required-lr", isinstance(e, TypeError) and same_steps,
                   f"optax.adam() raised {exc_name(e)} (expected TypeError); a constant schedule "
                   f"{'steps as' if same_steps else 'differs from'} the float")
+    if out.wants("arg.mu-dtype"):
+        _optax_mu_dtype(world, make, out)
     if out.wants("slots.amsgrad"):
         _, bad = _fresh_record(world, world.amsgrad_class(), "ScaleByAmsgradState", ("count", "mu", "nu", "nu_max"))
         out.judge("slots.amsgrad", not bad, "; ".join(bad))
@@ -256,6 +275,6 @@ FOREIGN_API_CHECKS = [
     ApiCheck("api-torch", "torch: state_dict, parameter groups, a tensor lr, capturable, sparse gradients",
              ("state.state-dict", "arg.param-groups", "arg.lr-tensor", "arg.capturable", "sparse.unsupported"),
              check_torch),
-    ApiCheck("api-optax", "optax: the required learning rate, optax.amsgrad's state",
-             ("arg.required-lr", "slots.amsgrad"), check_optax),
+    ApiCheck("api-optax", "optax: the required learning rate, mu_dtype, optax.amsgrad's state",
+             ("arg.required-lr", "arg.mu-dtype", "slots.amsgrad"), check_optax),
 ]

@@ -179,3 +179,12 @@ def test_keras3_api_world_passes_the_keras3_api_clauses(name, tmp_path):
     api = {c["clause"]: c["status"]["api"] for c in rec["clauses"] if "api" in c["status"]}
     judged = {k: s for k, s in api.items() if s != "uncovered"}
     assert len(judged) >= 18 and all(s == "pass" for s in judged.values()), api
+
+
+def test_planted_optax_mu_dtype_ignored_fails():
+    import optax
+
+    def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None, *, nesterov=False):
+        return optax.adam(learning_rate, b1, b2, eps, eps_root, None, nesterov=nesterov)
+    got = _api(_optax_planted(adam), "optax")
+    assert got["optax.arg.mu-dtype"] == "fail" and got["optax.slots.names"] == "pass", got

@@ -43,6 +43,11 @@ class OptaxApi:
     def tensor(self, value: np.ndarray) -> Any:
         return self.variable(value, "")
 
+    def dtype(self, name: str) -> Any:
+        """The jax dtype of that name (for mu_dtype)."""
+        import jax.numpy as jnp
+        return jnp.dtype(name)
+
     def read(self, x: Any) -> np.ndarray:
         return np.asarray(x)
 
