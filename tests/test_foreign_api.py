@@ -95,6 +95,11 @@ def _lr_float32(self, params, lr=1e-3, **kw):
     torch.optim.Adam.__init__(self, params, lr=lr, **kw)
 
 
+def _capturable_dropped(self, params, capturable=False, **kw):
+    import torch
+    torch.optim.Adam.__init__(self, params, **kw)
+
+
 def _densify(self, closure=None):
     import torch
     for g in self.param_groups:
@@ -110,6 +115,7 @@ TORCH_PLANTED = {
     "groups-flattened": ({"__init__": _flat_groups}, None, "torch.arg.param-groups"),
     "lr-tensor-float32": ({"__init__": _lr_float32}, None, "torch.arg.lr-tensor"),
     "sparse-densified": ({"step": _densify}, None, "torch.sparse.unsupported"),
+    "capturable-dropped": ({"__init__": _capturable_dropped}, None, "torch.arg.capturable"),
 }
 
 
