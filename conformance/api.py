@@ -22,6 +22,12 @@ how to read numbers back.
     def iterations(self, opt) -> int                the step counter (TF1: the global step given)
 
 A variant the world does not list is reported as unsupported for every API clause.
+
+The foreign rows' APIs are not Keras-shaped, so their worlds add what their checks
+(adamconf.api_foreign) call: torch's world a `step(opt, pairs)` through `.grad` and
+`step()`, its code path (`path`) and `device`; optax's a `step(tx, state, params,
+grads)`, `amsgrad_class()` and `dtype(name)`. The shared pieces of every check live
+here: `Verdicts` (one verdict per clause), `ApiCheck`, and the comparison helpers.
 """
 from __future__ import annotations
 

@@ -67,8 +67,11 @@ class TorchApi:
         return float(opt.param_groups[0]["lr"])
 
     def iterations(self, opt: Any) -> int:
+        """The parameters' common step count: 0 before the first step, -1 where they differ."""
         steps = {int(s["step"]) for s in opt.state.values() if "step" in s}
-        return steps.pop() if len(steps) == 1 else 0 if not steps else -1
+        if not steps:
+            return 0
+        return steps.pop() if len(steps) == 1 else -1
 
     def step(self, opt: Any, pairs: list[tuple[Any, Any]]) -> None:
         """One optimizer step with each parameter's .grad set to its gradient (None: none)."""
