@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import traceback
 import warnings
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from adamconf.api import ApiCheck, Verdicts, exc_name, raises, same
+from adamconf.api_foreign import FOREIGN_API_CHECKS, optax_slots, torch_slots
 from adamconf.spec.model import Clause, Spec, Variant
 
 # The clause suffix of each default clause and the canonical arguments it speaks of.
@@ -31,73 +31,11 @@ DEFAULT_ARGS: dict[str, tuple[str, ...]] = {
     "default.mesh": ("mesh", "gradients_clip_option", "ema_option"),
     "default.ema": ("use_ema", "ema_momentum", "ema_overwrite_frequency"),
     "default.jit-compile": ("jit_compile",),
+    "default.hypers": ("learning_rate", "beta_1", "beta_2", "epsilon", "eps_root", "weight_decay", "amsgrad",
+                       "maximize", "capturable", "differentiable", "nesterov"),
     "default.extra-args": ("loss_scale_factor", "gradient_accumulation_steps", "weight_decay", "clipnorm",
                            "clipvalue", "global_clipnorm"),
 }
-
-
-class Verdicts:
-    """Per-clause verdicts of one check run; the first verdict for a clause stands.
-    `k(family)` is the spec's K for judging numbers against the reference."""
-
-    def __init__(self, spec: Spec, variant: Variant, covers: tuple[str, ...], clauses: Iterable[Clause]) -> None:
-        self.spec, self.variant = spec, variant
-        self.ids = {c.id.split(".", 1)[1]: c.id for c in clauses if c.id.split(".", 1)[1] in covers}
-        self.status: dict[str, str] = {}
-        self.messages: dict[str, str] = {}
-
-    def wants(self, suffix: str) -> bool:
-        return suffix in self.ids and self.ids[suffix] not in self.status
-
-    def judge(self, suffix: str, ok: bool, message: str = "") -> None:
-        if self.wants(suffix):
-            cid = self.ids[suffix]
-            self.status[cid] = "pass" if ok else "fail"
-            if message:
-                self.messages[cid] = message
-
-    def k(self, family: str) -> float:
-        return self.spec.tolerances[family].k
-
-    def skip(self, suffix: str, reason: str) -> None:
-        if self.wants(suffix):
-            self.status[self.ids[suffix]] = "unsupported"
-            self.messages[self.ids[suffix]] = reason
-
-
-@dataclass(frozen=True)
-class ApiCheck:
-    name: str
-    doc: str
-    covers: tuple[str, ...]
-    fn: Callable[[Any, Verdicts], None]
-
-    def applies_to(self, clauses: Iterable[Clause]) -> bool:
-        return any(c.id.split(".", 1)[1] in self.covers for c in clauses)
-
-
-# -- helpers ----------------------------------------------------------------------------
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as documented: floats that agree once held in float32 (Keras keeps its
-    hyperparameters in float32 variables), everything else exactly."""
-    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
-        return a is b or a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return np.float32(a) == np.float32(b)
-    return a == b
-
-
-def _raises(fn: Callable[[], Any]) -> BaseException | None:
-    try:
-        fn()
-    except Exception as e:  # noqa: BLE001 - the exception is the observation
-        return e
-    return None
-
-
-def _exc_name(e: BaseException | None) -> str:
-    return "nothing" if e is None else f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
 
 
 def _arg_name(v: Variant, canonical: str) -> str:
@@ -130,7 +68,7 @@ def check_defaults(world: Any, out: Verdicts) -> None:
         if not out.wants(sfx):
             continue
         names = [(c, v.argument(c)) for c in canon]
-        known = [(c, a) for c, a in names if a is not None]
+        known = [(c, a) for c, a in names if a is not None and not a.required]
         if not known:
             out.skip(sfx, f"the spec lists none of {', '.join(canon)} for {v.id}")
             continue
@@ -138,7 +76,7 @@ def check_defaults(world: Any, out: Verdicts) -> None:
         for _, a in known:
             if a.name not in actual:
                 bad.append(f"{a.name} is not an argument (documented default {a.default!r})")
-            elif not _same(actual[a.name], a.default):
+            elif not same(actual[a.name], a.default):
                 bad.append(f"{a.name} defaults to {actual[a.name]!r}, documented {a.default!r}")
         out.judge(sfx, not bad, "; ".join(bad))
     if out.wants("arg.names"):
@@ -152,11 +90,11 @@ def check_kwargs(world: Any, out: Verdicts) -> None:
     cls = world.optimizer_class(v.id)
     sample = {"lr": 0.25, "decay": 0.01, "clipnorm": 1.0, "clipvalue": 1.0, "global_clipnorm": 1.0}
     if out.wants("kwargs.allowed"):
-        bad = [f"{k}: {_exc_name(e)}" for k in v.allowed_kwargs
-               if (e := _raises(lambda k=k: cls(**{k: sample.get(k, 1.0)}))) is not None]
+        bad = [f"{k}: {exc_name(e)}" for k in v.allowed_kwargs
+               if (e := raises(lambda k=k: cls(**{k: sample.get(k, 1.0)}))) is not None]
         out.judge("kwargs.allowed", not bad, "refused: " + "; ".join(bad))
     if out.wants("docs.kwargs-list"):
-        bad = [f"{k}: {_exc_name(e)}" for k in ("lr", "decay") if (e := _raises(lambda k=k: cls(**{k: sample[k]})))]
+        bad = [f"{k}: {exc_name(e)}" for k in ("lr", "decay") if (e := raises(lambda k=k: cls(**{k: sample[k]})))]
         out.judge("docs.kwargs-list", not bad, "the implementation refuses " + "; ".join(bad))
     for sfx, want in (("kwargs.lr-alias", 0.25), ("kwargs.lr-overrides", 0.25), ("kwargs.lr-ignored", 0.125)):
         if out.wants(sfx):
@@ -164,64 +102,65 @@ def check_kwargs(world: Any, out: Verdicts) -> None:
             try:
                 got = world.learning_rate(cls(**kw))
             except Exception as e:  # noqa: BLE001
-                out.judge(sfx, False, f"{kw} raised {_exc_name(e)}")
+                out.judge(sfx, False, f"{kw} raised {exc_name(e)}")
                 continue
-            out.judge(sfx, _same(got, want), f"with {kw} the rate is {got!r}, expected {want!r}")
+            out.judge(sfx, same(got, want), f"with {kw} the rate is {got!r}, expected {want!r}")
     if out.wants("kwargs.lr-error"):
-        e = _raises(lambda: cls(lr=0.25))
-        out.judge("kwargs.lr-error", isinstance(e, ValueError), f"lr=0.25 raised {_exc_name(e)}, expected ValueError")
+        e = raises(lambda: cls(lr=0.25))
+        out.judge("kwargs.lr-error", isinstance(e, ValueError), f"lr=0.25 raised {exc_name(e)}, expected ValueError")
     if out.wants("error.decay"):
-        e = _raises(lambda: cls(decay=0.5))
-        out.judge("error.decay", isinstance(e, ValueError), f"decay=0.5 raised {_exc_name(e)}, expected ValueError")
+        e = raises(lambda: cls(decay=0.5))
+        out.judge("error.decay", isinstance(e, ValueError), f"decay=0.5 raised {exc_name(e)}, expected ValueError")
     if out.wants("kwargs.decay-ignored"):
         _decay_ignored(world, cls, out)
     if out.wants("error.unknown-kwarg"):
-        e = _raises(lambda: cls(not_an_adam_argument=1))
+        needed = {a.name: 0.001 for a in v.arguments if a.required}   # so the keyword is the only fault
+        e = raises(lambda: cls(**needed, not_an_adam_argument=1))
         want = v.unknown_kwarg_error
         out.judge("error.unknown-kwarg", e is not None and type(e).__name__ == want,
-                  f"an unknown keyword raised {_exc_name(e)}, expected {want}")
+                  f"an unknown keyword raised {exc_name(e)}, expected {want}")
     if out.wants("error.invalid-argument"):
-        e = _raises(lambda: cls(clipnorm=-1.0))
-        out.judge("error.invalid-argument", isinstance(e, ValueError), f"clipnorm=-1 raised {_exc_name(e)}, expected ValueError")
+        e = raises(lambda: cls(clipnorm=-1.0))
+        out.judge("error.invalid-argument", isinstance(e, ValueError), f"clipnorm=-1 raised {exc_name(e)}, expected ValueError")
     if out.wants("clip.attributes"):
         bad = []
         for k in ("clipnorm", "clipvalue", "global_clipnorm"):
             opt = cls(**{k: 0.5})
             for j in ("clipnorm", "clipvalue", "global_clipnorm"):
                 got, want = getattr(opt, j, "missing"), 0.5 if j == k else None
-                if not _same(got, want):
+                if not same(got, want):
                     bad.append(f"with {k}=0.5, .{j} is {got!r} (expected {want!r})")
         out.judge("clip.attributes", not bad, "; ".join(bad))
     if out.wants("migrate.use-locking"):
-        e = _raises(lambda: cls(use_locking=True))
+        e = raises(lambda: cls(use_locking=True))
         has = "use_locking" in world.defaults(v.id)
         out.judge("migrate.use-locking", e is not None and not has,
-                  f"use_locking=True raised {_exc_name(e)}; in the signature: {has}")
+                  f"use_locking=True raised {exc_name(e)}; in the signature: {has}")
     if out.wants("default.epsilon-fallback"):
         bad = []
         for eps in (None, 0, 0.0):
             try:
                 got = cls(epsilon=eps).get_config()["epsilon"]
             except Exception as e:  # noqa: BLE001
-                bad.append(f"epsilon={eps!r} raised {_exc_name(e)}")
+                bad.append(f"epsilon={eps!r} raised {exc_name(e)}")
                 continue
-            if not _same(got, 1e-7):
+            if not same(got, 1e-7):
                 bad.append(f"epsilon={eps!r} is kept as {got!r}")
         out.judge("default.epsilon-fallback", not bad, "; ".join(bad))
 
 
 def _decay_ignored(world: Any, cls: type, out: Verdicts) -> None:
     xs_a, xs_b = _two_vars(world), _two_vars(world)
-    e = _raises(lambda: cls(learning_rate=0.125, decay=0.5))
+    e = raises(lambda: cls(learning_rate=0.125, decay=0.5))
     if e is not None:
-        out.judge("kwargs.decay-ignored", False, f"decay=0.5 raised {_exc_name(e)}")
+        out.judge("kwargs.decay-ignored", False, f"decay=0.5 raised {exc_name(e)}")
         return
     a, b = cls(learning_rate=0.125, decay=0.5), cls(learning_rate=0.125)
     for _ in range(3):
         _apply(world, a, _grads(world), xs_a)
         _apply(world, b, _grads(world), xs_b)
-    same = all(np.array_equal(world.read(p), world.read(q)) for p, q in zip(xs_a, xs_b))
-    out.judge("kwargs.decay-ignored", same and _same(world.learning_rate(a), 0.125),
+    equal = all(np.array_equal(world.read(p), world.read(q)) for p, q in zip(xs_a, xs_b))
+    out.judge("kwargs.decay-ignored", equal and same(world.learning_rate(a), 0.125),
               "three steps with decay=0.5 differ from three without it")
 
 
@@ -243,6 +182,10 @@ def _expected_slots(order: str, grads: list[np.ndarray], v: Variant, k: float) -
 def check_state(world: Any, out: Verdicts) -> None:
     """Slots, the weights list and its order, set_weights, iterations and minimize."""
     v = out.variant
+    if v.api.startswith(("torch.", "optax.")):
+        if out.wants("slots.names"):
+            (torch_slots if v.api.startswith("torch.") else optax_slots)(world, out)
+        return
     cls = world.optimizer_class(v.id)
     keras = v.weights_order != "none"
     if keras:
@@ -259,7 +202,7 @@ def check_state(world: Any, out: Verdicts) -> None:
         ok = len(values) == lead + len(want) and int(np.ravel(values[0])[0]) == 1
         detail = f"{len(values)} weights, expected {lead + len(want)} (iteration count first)"
         if ok and lead == 2:
-            ok = _same(float(np.ravel(values[1])[0]), v.default("learning_rate", 0.001))
+            ok = same(float(np.ravel(values[1])[0]), v.default("learning_rate", 0.001))
             detail = f"second weight is {values[1]!r}, expected the learning rate"
         if ok:
             for i, (got, (exp, tol)) in enumerate(zip(values[lead:], want)):
@@ -271,8 +214,8 @@ def check_state(world: Any, out: Verdicts) -> None:
             _slot_names(world, cls, opt, xs, values, lead, out)
         if out.wants("weights.variables"):
             listed = [world.read(w) for w in _call(opt.variables)]
-            same = len(listed) == len(values) and all(np.array_equal(a, b) for a, b in zip(listed, values))
-            out.judge("weights.variables", same, f"variables lists {len(listed)} arrays; get_weights {len(values)}")
+            listed_all = len(listed) == len(values) and all(np.array_equal(a, b) for a, b in zip(listed, values))
+            out.judge("weights.variables", listed_all, f"variables lists {len(listed)} arrays; get_weights {len(values)}")
         if out.wants("weights.set-weights"):
             new = [np.asarray(w).copy() for w in values]
             new[0] = np.asarray(5, dtype=np.asarray(values[0]).dtype)
@@ -289,9 +232,9 @@ def check_state(world: Any, out: Verdicts) -> None:
         if out.wants("update.minimize-callable-var-list"):
             x = world.variable(np.array([2.0], np.float32), "x")
             o = cls(learning_rate=0.1)
-            e = _raises(lambda: o.minimize(world.loss([x], 1.0), var_list=lambda: [x]))
+            e = raises(lambda: o.minimize(world.loss([x], 1.0), var_list=lambda: [x]))
             out.judge("update.minimize-callable-var-list", e is None and float(world.read(x)[0]) < 2.0,
-                      f"minimize with a callable var_list: raised {_exc_name(e)}, x = {world.read(x)}")
+                      f"minimize with a callable var_list: raised {exc_name(e)}, x = {world.read(x)}")
         if out.wants("update.minimize-tensor-loss"):
             tape_loss = getattr(world, "tape_loss", None)
             if tape_loss is None:
@@ -300,9 +243,9 @@ def check_state(world: Any, out: Verdicts) -> None:
                 x = world.variable(np.array([2.0], np.float32), "x")
                 o = cls(learning_rate=0.1)
                 loss, tape = tape_loss([x], 1.0)
-                e = _raises(lambda: o.minimize(loss, var_list=[x], tape=tape))
+                e = raises(lambda: o.minimize(loss, var_list=[x], tape=tape))
                 out.judge("update.minimize-tensor-loss", e is None and float(world.read(x)[0]) < 2.0,
-                          f"minimize(tensor, tape=...) raised {_exc_name(e)}")
+                          f"minimize(tensor, tape=...) raised {exc_name(e)}")
     else:
         _tf1_state(world, cls, out)
 
@@ -395,7 +338,7 @@ def check_config(world: Any, out: Verdicts) -> None:
     if out.wants("config.round-trip"):
         back = type(opt).from_config(cfg)
         cfg2 = back.get_config()
-        lost = [f"{k}: {given[k]!r} -> {cfg2.get(k, 'absent')!r}" for k in given if not _same(cfg2.get(k), given[k])]
+        lost = [f"{k}: {given[k]!r} -> {cfg2.get(k, 'absent')!r}" for k in given if not same(cfg2.get(k), given[k])]
         fresh = world.iterations(back) == 0
         out.judge("config.round-trip", not lost and fresh,
                   ("lost in the round trip: " + "; ".join(lost)) if lost else "the rebuilt optimizer is not fresh")
@@ -413,23 +356,23 @@ def check_errors(world: Any, out: Verdicts) -> None:
     if out.wants("error.malformed"):
         g = world.tensor(np.array([0.1, 0.2], np.float32))
         forms = {"bare gradients": [g], "1-tuples": [(g,)], "3-tuples": [(g, x, 1)], "an int": 5}
-        got = {k: _raises(lambda a=a: cls().apply_gradients(a)) for k, a in forms.items()}
-        bad = [f"{k}: {_exc_name(e)}" for k, e in got.items() if not isinstance(e, TypeError)]
+        got = {k: raises(lambda a=a: cls().apply_gradients(a)) for k, a in forms.items()}
+        bad = [f"{k}: {exc_name(e)}" for k, e in got.items() if not isinstance(e, TypeError)]
         out.judge("error.malformed", not bad, "expected TypeError; " + "; ".join(bad))
     t = world.tensor(np.array([1.0, 2.0], np.float32))
     if out.wants("error.minimize-non-variable"):
-        e = _raises(lambda: cls().minimize(world.loss([x], 1.0), var_list=[t]))
+        e = raises(lambda: cls().minimize(world.loss([x], 1.0), var_list=[t]))
         out.judge("error.minimize-non-variable", isinstance(e, ValueError),
-                  f"minimize with a tensor in var_list raised {_exc_name(e)}, expected ValueError")
+                  f"minimize with a tensor in var_list raised {exc_name(e)}, expected ValueError")
     if out.wants("error.var-list-type") or out.wants("docs.var-list-exception"):
-        e1 = _raises(lambda: cls().compute_gradients(world.loss([x], 1.0), var_list=[t]))
-        e2 = _raises(lambda: cls().minimize(world.loss([x], 1.0), var_list=[t]))
+        e1 = raises(lambda: cls().compute_gradients(world.loss([x], 1.0), var_list=[t]))
+        e2 = raises(lambda: cls().minimize(world.loss([x], 1.0), var_list=[t]))
         out.judge("error.var-list-type", e1 is not None and e2 is not None,
-                  f"compute_gradients raised {_exc_name(e1)}; minimize raised {_exc_name(e2)}")
+                  f"compute_gradients raised {exc_name(e1)}; minimize raised {exc_name(e2)}")
         # minimize calls compute_gradients, so one exception type reaches both callers:
         # the pages' TypeError and ValueError cannot both be right.
         out.judge("docs.var-list-exception", e1 is not None and e2 is not None and type(e1) is type(e2),
-                  f"compute_gradients raised {_exc_name(e1)}; minimize raised {_exc_name(e2)}")
+                  f"compute_gradients raised {exc_name(e1)}; minimize raised {exc_name(e2)}")
 
 
 def check_ema(world: Any, out: Verdicts) -> None:
@@ -468,7 +411,7 @@ def check_migrate(world: Any, out: Verdicts) -> None:
     old = world.optimizer_class(tf1_id)(learning_rate=0.001, beta1=0.8, beta2=0.99, epsilon=1e-6)
     new = world.optimizer_class(keras_id)(learning_rate=0.001, beta_1=0.8, beta_2=0.99, epsilon=1e-6)
     cfg = new.get_config()
-    mapped = all(_same(cfg[k], w) for k, w in (("beta_1", 0.8), ("beta_2", 0.99), ("epsilon", 1e-6), ("learning_rate", 0.001)))
+    mapped = all(same(cfg[k], w) for k, w in (("beta_1", 0.8), ("beta_2", 0.99), ("epsilon", 1e-6), ("learning_rate", 0.001)))
     x0 = np.array([1.0, 2.0, 3.0], np.float32)
     a, b = world.variable(x0.copy(), "a"), world.variable(x0.copy(), "b")
     g0 = np.array([0.1, 0.2, 0.3], np.float32)
@@ -507,6 +450,7 @@ API_CHECKS: dict[str, ApiCheck] = {c.name: c for c in [
              check_errors),
     ApiCheck("api-ema", "finalize_variable_values", ("ema.finalize",), check_ema),
     ApiCheck("api-migrate", "the compat.v1 migration table", ("migrate.arg-map",), check_migrate),
+    *FOREIGN_API_CHECKS,
 ]}
 
 

@@ -19,6 +19,7 @@ BUNDLED = {
     "torch": "adamconf.backends.torch_backend:TorchBackend",
     "torch-foreach": "adamconf.backends.torch_backend:TorchForeachBackend",
     "torch-fused": "adamconf.backends.torch_backend:TorchFusedBackend",
+    "torch-differentiable": "adamconf.backends.torch_backend:TorchDifferentiableBackend",
     "optax": "adamconf.backends.optax_backend:OptaxBackend",
     "optax-jit": "adamconf.backends.optax_backend:OptaxJitBackend",
     "keras3-jax": "adamconf.backends.keras3_backend:Keras3JaxBackend",

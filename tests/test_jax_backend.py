@@ -98,3 +98,22 @@ def test_keras3_backend_in_its_own_process(name):
     r = subprocess.run([sys.executable, "-c", _KERAS.format(name=name)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[-1] == name.split("-")[1]
+
+
+@pytest.mark.parametrize("cls", [OptaxBackend, OptaxJitBackend])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_optax_adamw_is_the_decoupled_form(cls, dtype):
+    """optax.adamw meets the row's decoupled weight decay within the bound, and the bound
+    tells it apart from optax.adam (the same step without the decay)."""
+    T = np_dtype(dtype)
+    rng = np.random.default_rng(5)
+    p = [rng.uniform(-2, 2, (4, 3)).astype(T)]
+    st = AdamState(p, [x * T.type(0.1) for x in p], [np.abs(x) * T.type(0.01) for x in p], 7)
+    g = [rng.uniform(-1, 1, (4, 3)).astype(T)]
+    h = Hyper(learning_rate=0.05, beta_2=0.9, epsilon=1e-3, weight_decay=2.0)
+    exact = ref.step(SPEC.variant("optax"), dtype, h, st, g, flush=cls.flushes_denormals)
+    got = compare(exact, cls().step("optax", dtype, h, st, g), 8)
+    assert got.ok and got.fields["params"].ill == 0, got
+    without = cls().step("optax", dtype, Hyper(learning_rate=0.05, beta_2=0.9, epsilon=1e-3), st, g)
+    assert not compare(exact, without, 8).ok
+    assert "weight decay" in cls().unsupported("optax", dtype, {"amsgrad", "weight_decay"})

@@ -12,6 +12,7 @@ Each step builds `keras.optimizers.Adam` over keras.Variables (cached per
 configuration), assigns the whole prior state (variables, momentums, velocities,
 velocity_hats, EMA averages, iterations), runs one `apply_gradients` and reads the
 state back. Sparse gradients (IndexedSlices) exist only on the TensorFlow backend.
+The API clauses of the row are judged on the same Keras (`api()`, keras3_api.py).
 """
 from __future__ import annotations
 
@@ -116,6 +117,11 @@ class _Keras3Backend:
 
     def unsupported(self, variant: str, dtype: str, features: Collection[str]) -> str | None:
         return None
+
+    def api(self) -> Any:
+        """The object-level API world (adamconf.api): the same Keras, its own Adam class."""
+        from adamconf.backends.keras3_api import Keras3Api
+        return Keras3Api(self._keras, self.name)
 
     def _context(self, dtype: str) -> Any:
         return nullcontext()

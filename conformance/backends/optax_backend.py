@@ -1,11 +1,11 @@
-"""optax backend: `optax.adam` and `optax.amsgrad` on JAX's CPU, eager and jit.
+"""optax backend: `optax.adam`, `optax.amsgrad` and `optax.adamw` on JAX's CPU, eager and jit.
 
   optax      each `update` and `apply_updates` dispatched op by op (eager)
   optax-jit  the same two calls under one `jax.jit`
 
 Each step builds the real gradient transformation from the hyperparameters
-(`optax.adam(learning_rate, b1, b2, eps, eps_root=...)`, or `optax.amsgrad` with
-AMSGrad; a Schedule becomes an optax schedule of the count), initialises its state,
+(`optax.adam(learning_rate, b1, b2, eps, eps_root=...)`, `optax.amsgrad` with
+AMSGrad, `optax.adamw` with a weight decay; a Schedule becomes an optax schedule of the count), initialises its state,
 writes the prior state into it (`count`, `mu`, `nu`, `nu_max`, and the schedule's own
 `count`), applies one update and reads everything back. float64 runs with
 `jax.enable_x64` on, the other dtypes with JAX's defaults, as a user would run them.
@@ -16,7 +16,9 @@ Adapter conventions the protocol needs and optax lacks:
 - `vhat` is optax.amsgrad's `nu_max`: the maximum of the bias-corrected v (the row's
   amsgrad form "optax").
 - `mu_dtype` holds m in another dtype, which the protocol's state (every array in the
-  parameter dtype) cannot express; it is not offered.
+  parameter dtype) cannot express; the numeric steps do not use it, the API world
+  judges it (clause optax.arg.mu-dtype).
+- optax.amsgrad takes no weight decay: AMSGrad with weight_decay is unsupported.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ from adamconf.reference.state import DTYPES, AdamState, Hyper, Schedule, np_dtyp
 __all__ = ["OptaxBackend", "OptaxJitBackend", "JAX_MISSING"]
 
 JAX_MISSING = "JAX and optax are not installed: pip install -e '.[jax]'"
-FEATURES = frozenset({"amsgrad", "eps_root", "schedule"})
+FEATURES = frozenset({"amsgrad", "eps_root", "schedule", "weight_decay"})
+AMSGRAD_NO_DECAY = "optax has no AMSGrad with weight decay (optax.amsgrad takes no weight_decay)"
 # XLA's CPU runtime computes with flush-to-zero and denormals-are-zero; float16 goes
 # through float32, where its subnormals are normal numbers (measured: tests/test_jax_backend.py).
 XLA_CPU_FLUSHES = ("bfloat16", "float32", "float64")
@@ -95,16 +98,25 @@ class OptaxBackend:
         return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "optax": optax.__version__}
 
     def unsupported(self, variant: str, dtype: str, features: Collection[str]) -> str | None:
-        return None
+        return AMSGRAD_NO_DECAY if {"amsgrad", "weight_decay"} <= set(features) else None
+
+    def api(self) -> Any:
+        """The object-level API world (adamconf.api): optax.adam itself, called eagerly."""
+        from adamconf.backends.optax_api import OptaxApi
+        return OptaxApi(self.name)
 
     def transformation(self, hyper: Hyper) -> Any:
         """The optax GradientTransformation these hyperparameters describe."""
         _, _, optax = _modules()
         lr = hyper.learning_rate
         lr = optax_schedule(lr) if isinstance(lr, Schedule) else float(lr)
-        make = optax.amsgrad if hyper.amsgrad else optax.adam
-        return make(lr, b1=float(hyper.beta_1), b2=float(hyper.beta_2), eps=float(hyper.epsilon),
-                    eps_root=float(hyper.eps_root))
+        kw = {"b1": float(hyper.beta_1), "b2": float(hyper.beta_2), "eps": float(hyper.epsilon),
+              "eps_root": float(hyper.eps_root)}
+        if hyper.weight_decay:
+            if hyper.amsgrad:
+                raise ValueError(AMSGRAD_NO_DECAY)
+            return optax.adamw(lr, weight_decay=float(hyper.weight_decay), **kw)
+        return (optax.amsgrad if hyper.amsgrad else optax.adam)(lr, **kw)
 
     def _update_fn(self, hyper: Hyper, dtype: str) -> Callable:
         """(params, grads, prior) -> (new params, new moments): init, load, update, apply."""

@@ -6,16 +6,16 @@ ships it in TF 2.21; checks call its own methods eagerly.
 from __future__ import annotations
 
 import collections
-import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from adamconf.api import signature_defaults
 from adamconf.backends.tensorflow_backend import _NEEDS, VARIANTS, _installed
 
-__all__ = ["TensorFlowApi"]
+__all__ = ["TensorFlowApi", "constructor_defaults"]
 
 
 def _classes() -> dict[str, Callable[[], type]]:
@@ -56,16 +56,7 @@ class TensorFlowApi:
         return self._cls[variant]()
 
     def defaults(self, variant: str) -> dict[str, Any]:
-        """The constructor signature's defaults; where the signature says None, what a
-        default-built optimizer reports in get_config (Keras 3's name=None is "adam")."""
-        cls = self.optimizer_class(variant)
-        out = {n: p.default for n, p in inspect.signature(cls).parameters.items()
-               if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        if hasattr(cls, "get_config") and variant not in ("tf1", "tf1-compat"):
-            with _first_of_its_name():
-                cfg = cls().get_config()
-            out.update({k: v for k, v in cfg.items() if k in out and out[k] is None})
-        return out
+        return constructor_defaults(self.optimizer_class(variant), variant not in ("tf1", "tf1-compat"))
 
     def variable(self, value: np.ndarray, name: str) -> Any:
         import tensorflow as tf
@@ -96,6 +87,18 @@ class TensorFlowApi:
 
     def iterations(self, opt: Any) -> int:
         return int(np.asarray(opt.iterations.numpy() if hasattr(opt.iterations, "numpy") else opt.iterations))
+
+
+def constructor_defaults(cls: type, from_config: bool = True) -> dict[str, Any]:
+    """The constructor signature's defaults; where the signature says None and the class
+    has get_config, what a default-built optimizer reports there (Keras 3's name=None
+    is "adam")."""
+    out = signature_defaults(cls)
+    if from_config and hasattr(cls, "get_config"):
+        with _first_of_its_name():
+            cfg = cls().get_config()
+        out.update({k: v for k, v in cfg.items() if k in out and out[k] is None})
+    return out
 
 
 @contextmanager

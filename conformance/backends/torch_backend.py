@@ -3,12 +3,16 @@
   torch          the single-tensor for-loop (foreach=False, fused=False)
   torch-foreach  the multi-tensor path (torch._foreach_* ops)
   torch-fused    the fused kernel (torch._fused_adam_; on CPU aten's FusedAdamKernel)
+  torch-differentiable  the for-loop path with differentiable=True, which has an
+                 arithmetic of its own (see TorchDifferentiableBackend)
 
 Each step builds an optimizer over fresh tensors, loads the whole prior state through
 `load_state_dict` (per parameter `step`, `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`),
 sets `.grad`, calls `step()` once and reads everything back through `state_dict()`:
 no arithmetic is re-implemented here. The device is the CPU unless the constructor
-is given another (`TorchBackend(device="cuda")`).
+is given another (`TorchBackend(device="cuda")`) or ADAMCONF_TORCH_DEVICE names one
+(`cuda`, `cuda:N`, or `auto` for CUDA where torch sees it); a CUDA device that is not
+there refuses the backend before any cell runs. versions() states the device.
 
 What the protocol's single step counter cannot say: torch counts steps per parameter
 and a parameter whose gradient is None keeps its count. Every parameter's `step` is
@@ -18,6 +22,7 @@ that moved.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +32,27 @@ import numpy as np
 from adamconf.backends.foreign import check_step
 from adamconf.reference.state import DTYPES, AdamState, Hyper, SparseGrad, np_dtype
 
-__all__ = ["TorchBackend", "TorchForeachBackend", "TorchFusedBackend", "TORCH_MISSING"]
+__all__ = ["TorchBackend", "TorchDifferentiableBackend", "TorchForeachBackend", "TorchFusedBackend", "TORCH_MISSING"]
 
 TORCH_MISSING = "PyTorch is not installed: pip install -e '.[torch]'"
+# The device every torch backend runs on: cpu (the default), cuda[:N], or auto.
+DEVICE_VARIABLE = "ADAMCONF_TORCH_DEVICE"
 FEATURES = frozenset({"amsgrad", "weight_decay", "maximize"})
+
+
+def resolve_device(device: str) -> str:
+    """The torch device to run on: `cpu`, `cuda` (or `cuda:N`), or `auto` (CUDA where torch
+    sees it, else the CPU). Asking for CUDA where there is none is an ImportError naming
+    the fix, so the backend is refused before any cell runs."""
+    torch = _torch()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ImportError(f"{DEVICE_VARIABLE}={device}, but this torch ({torch.__version__}) sees no CUDA device; "
+                          f"use {DEVICE_VARIABLE}=auto to fall back to the CPU")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ImportError(f"{DEVICE_VARIABLE}={device!r} is not a device the torch backends know: cpu, cuda[:N] or auto")
+    return device
 
 
 def _torch():
@@ -75,16 +97,21 @@ class TorchBackend:
     findings = str(Path(__file__).with_name("torch_findings.toml"))
     path_kwargs: dict[str, Any] = {"foreach": False, "fused": False}
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str | None = None) -> None:
         if importlib.util.find_spec("torch") is None:
             raise ImportError(TORCH_MISSING)
-        self.device = device
+        self.device = resolve_device(device or os.environ.get(DEVICE_VARIABLE, "cpu"))
 
     def versions(self) -> dict[str, str]:
-        return {"torch": _torch().__version__}
+        return {"torch": _torch().__version__, "device": self.device}
 
     def unsupported(self, variant: str, dtype: str, features: Collection[str]) -> str | None:
         return None
+
+    def api(self) -> Any:
+        """The object-level API world (adamconf.api): the real class on this path and device."""
+        from adamconf.backends.torch_api import TorchApi
+        return TorchApi(self.name, self.path_kwargs, self.device)
 
     def make(self, params: list, hyper: Hyper):
         """The optimizer for this path over `params`, configured from `hyper`."""
@@ -143,3 +170,13 @@ class TorchFusedBackend(TorchBackend):
 
     name = "torch-fused"
     path_kwargs = {"fused": True}
+
+
+class TorchDifferentiableBackend(TorchBackend):
+    """torch.optim.Adam, for-loop path with differentiable=True: an arithmetic of its own
+    (the step count stays a float32 tensor, so the bias corrections are float32 tensors,
+    and the update divides by sqrt(v) / (sqrt(bc2) * -step_size) + eps / -step_size)."""
+
+    name = "torch-differentiable"
+    findings = str(Path(__file__).with_name("torch_differentiable_findings.toml"))
+    path_kwargs = {"foreach": False, "fused": False, "differentiable": True}
