@@ -83,3 +83,24 @@ def test_ratio_does_not_underflow(scale):
     obs = np.array([5e-324])
     r, ill, _ = element_ratios(exact, np.array([scale]), np.array([math.inf]), obs, "float64", 8)
     assert not ill[0] and math.isfinite(r[0]) and r[0] == pytest.approx(5e-324 / scale / 2.0 ** -53)
+
+
+def test_global_norm_overflow_follows_the_row():
+    """float32: 2.8e19**2 overflows the sum of squares while the norm is finite. The TF
+    rows say tf.clip_by_global_norm then marks every gradient NaN; a backend that divides
+    by the infinite norm (zero gradients) fails there."""
+    variant = SPEC.variant("keras3")
+    assert variant.global_norm_overflow == "nan"
+    st = AdamState([np.array([1.0, 2.0], np.float32)], [np.zeros(2, np.float32)], [np.zeros(2, np.float32)], iterations=0)
+    h = Hyper(learning_rate=0.001, global_clipnorm=1.0)
+    g = [np.array([2.8e19, 0.5], np.float32)]
+    inp = StepInput("keras3", "float32", h, st, tuple(g))
+    exact = step(variant, "float32", h, st, g)
+    nan_marked = step(variant, "float32", h, st, g, ieee=True).state.rounded("float32")
+    assert np.isnan(nan_marked.m[0]).all()
+    assert judge(variant, inp, exact, nan_marked, 16, ()).ok
+    zeroed = nan_marked.copy()
+    zeroed.m[0] = np.zeros(2, np.float32)
+    zeroed.v[0] = np.zeros(2, np.float32)
+    zeroed.params[0] = st.params[0].copy()
+    assert not judge(variant, inp, exact, zeroed, 16, ()).ok
