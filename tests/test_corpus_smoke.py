@@ -1,4 +1,4 @@
-"""Smoke tests of the calibration corpus (tests/corpus), independent of the gate.
+"""Smoke tests of the calibration corpus (conformance/corpus), independent of the gate.
 
 1. Every corpus backend follows the protocol, runs every variant x dtype x feature
    cell it declares, returns arrays of the right shapes and dtypes, and leaves its
@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from adamconf.corpus import AREAS, BUGS, CORRECT, TextbookAdam  # noqa: E402
+from adamconf.corpus.textbook import TF1_VARIANTS, VARIANT_FEATURES  # noqa: E402
 from adamconf.protocol import Backend, unsupported_reason, validate_backend  # noqa: E402
 from adamconf.reference.state import AdamState, Hyper, Schedule, SparseGrad, np_dtype  # noqa: E402
 from adamconf.spec.model import FEATURES  # noqa: E402
-from tests.corpus import AREAS, BUGS, CORRECT, TextbookAdam  # noqa: E402
-from tests.corpus.textbook import TF1_VARIANTS, VARIANT_FEATURES  # noqa: E402
 
 TEXTBOOK = TextbookAdam()
 EVERY = [TEXTBOOK, *CORRECT, *BUGS]
@@ -352,8 +352,8 @@ def test_correct_orders_agree(dtype):
 def test_fma_rounds_once_in_the_format(dtype):
     """FmaOrder's emulated fma: with c = -0 it is the correctly rounded product, with
     b = 1 the correctly rounded sum (numpy's own ops), subnormals included."""
-    from tests.corpus.op_orders import fma
-    from tests.corpus.textbook import StepContext
+    from adamconf.corpus.op_orders import fma
+    from adamconf.corpus.textbook import StepContext
 
     T = np_dtype(dtype)
     ctx = StepContext(variant="keras3", dtype=dtype, T=T, hyper=Hyper(), iterations=0)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from adamconf.checks import CHECKS
+from adamconf.corpus.op_orders import CORRECT
+from adamconf.corpus.planted_bugs import BUGS
+from adamconf.corpus.textbook import TextbookAdam
 from adamconf.runner import Runner
 from adamconf.spec import load_spec
-from tests.corpus.op_orders import CORRECT
-from tests.corpus.planted_bugs import BUGS
-from tests.corpus.textbook import TextbookAdam
 
 SPEC = load_spec()
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def _cell(backend) -> tuple[str, str]:
 def test_planted_bug_is_rejected_by_the_ci_profile(bug, tmp_path):
     variant, dtype = _cell(bug)
     order = AREA_CHECKS.get(bug.expected_clause_area, []) + BASE
-    runner = Runner(SPEC, bug, f"tests.corpus.planted_bugs:{type(bug).__name__}", profile="ci", out=tmp_path)
+    runner = Runner(SPEC, bug, f"adamconf.corpus.planted_bugs:{type(bug).__name__}", profile="ci", out=tmp_path)
     caught = None
     for name in dict.fromkeys(order):
         chk = CHECKS[name]
@@ -124,7 +124,7 @@ def test_cli_exit_codes_and_messages(tmp_path):
     assert r.returncode == 2 and "cannot import module 'no_such_module'" in r.stderr
     r = _cli("check", "--backend", "numpy", "--variant", "tf9", "--out", str(tmp_path))
     assert r.returncode == 2 and "unknown variant(s) tf9" in r.stderr
-    r = _cli("check", "--backend", "tests.corpus.textbook:VARIANT_FEATURES", "--out", str(tmp_path))
+    r = _cli("check", "--backend", "adamconf.corpus.textbook:VARIANT_FEATURES", "--out", str(tmp_path))
     assert r.returncode == 2 and "does not follow the adamconf backend protocol" in r.stderr
     r = _cli("check", "--backend", "nonsense", "--out", str(tmp_path))
     assert r.returncode == 2 and "unknown backend 'nonsense'" in r.stderr
@@ -132,7 +132,7 @@ def test_cli_exit_codes_and_messages(tmp_path):
 
 def test_cli_failure_writes_reports_and_the_replay_reproduces_it(tmp_path):
     out = tmp_path / "out"
-    r = _cli("check", "--backend", "tests.corpus.planted_bugs:EpsInsideSqrt", "--variant", "keras-legacy",
+    r = _cli("check", "--backend", "adamconf.corpus.planted_bugs:EpsInsideSqrt", "--variant", "keras-legacy",
              "--dtype", "float32", "--check", "fresh", "--out", str(out), "--quiet")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL keras-legacy float32 check fresh" in r.stdout and "replay: adamconf replay" in r.stdout
@@ -142,7 +142,7 @@ def test_cli_failure_writes_reports_and_the_replay_reproduces_it(tmp_path):
     replay = re.search(r"replay: adamconf (replay \S+ --backend \S+)", r.stdout).group(1).split()
     r2 = _cli(*replay)
     assert r2.returncode == 1 and "FAIL" in r2.stdout
-    r3 = _cli("replay", str(next((out / "cases").glob("*.json"))), "--backend", "tests.corpus.op_orders:KernelOrder")
+    r3 = _cli("replay", str(next((out / "cases").glob("*.json"))), "--backend", "adamconf.corpus.op_orders:KernelOrder")
     assert r3.returncode == 0 and "PASS" in r3.stdout
 
 
@@ -185,7 +185,7 @@ def test_every_covered_suffix_names_a_real_clause():
 def test_a_flushing_backend_passes_only_when_it_says_so():
     """TF's CPU kernels flush subnormals; the bound allows it for a backend that declares
     it in `flushes_denormals`, and only then."""
-    from tests.corpus.op_orders import FlushedKernelOrder
+    from adamconf.corpus.op_orders import FlushedKernelOrder
     declared = FlushedKernelOrder()
     res = Runner(SPEC, declared, "FlushedKernelOrder", profile="ci").run(
         ["tf1", "keras-legacy", "keras3"], ["float32", "float64"], only=["dense", "fresh", "sparse", "special", "trajectory"])
