@@ -166,10 +166,11 @@ class Runner:
                  seed: int | None = None, timeout: float = 10.0, out: Path | None = None,
                  max_examples: int | None = None, log: Callable[[str], None] | None = None,
                  findings_files: Sequence[str | Path] = (), cases_dir: Path | None = None,
-                 executor: Any = None, statistics: bool = False) -> None:
+                 executor: Any = None, statistics: bool = False, shrink: bool = True) -> None:
         self.profile = profiles.profile_name(profile).removeprefix(profiles.PREFIX)
         self.spec, self.backend, self.backend_ref = spec, backend, backend_ref
         self.max_examples = max_examples
+        self.shrink = shrink           # False: a failing cell keeps its first failing example (same verdict, faster)
         # a derandomized profile draws the same examples whatever the seed
         self.seed = None if self.settings.derandomize else seed
         self.timeout, self.out = timeout, out
@@ -186,7 +187,8 @@ class Runner:
 
     @property
     def settings(self) -> Any:
-        return profiles.settings_for(self.profile, self.max_examples)
+        base = profiles.settings_for(self.profile, self.max_examples)
+        return base if self.shrink else profiles.without_shrinking(base)
 
     # -- the plan ---------------------------------------------------------------------
 
