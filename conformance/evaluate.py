@@ -36,6 +36,7 @@ class Outcome:
     ill: int = 0
     hung: bool = False
     observed: AdamState | None = None
+    exact: ref.StepResult | None = None   # the reference's result, kept on a pass (adamconf.binding reuses it)
 
     @property
     def worst(self) -> float:
@@ -144,7 +145,7 @@ def evaluate(backend: Backend, variant: Variant, inp: StepInput, k: float, timeo
         return Outcome(False, "; ".join(verdict.problems), verdict, observed=obs)
     if not verdict.ok:
         return Outcome(False, _describe_excess(verdict, exact, obs), verdict, verdict.ratios(), verdict.ill, observed=obs)
-    return Outcome(True, "", verdict, verdict.ratios(), verdict.ill, observed=obs)
+    return Outcome(True, "", verdict, verdict.ratios(), verdict.ill, observed=obs, exact=exact)
 
 
 def nondeterminism(backend: Backend, inp: StepInput, timeout: float) -> str | None:

@@ -52,11 +52,11 @@ def render(res: dict[str, Any]) -> str:
     if res.get("flushes_denormals"):
         lines += ["", f"The backend declares flush-to-zero arithmetic in {', '.join(res['flushes_denormals'])}: "
                   "there each operation may lose up to the smallest normal number."]
-    lines += ["", "## Checks", "", "| variant | dtype | check | verdict | worst err/(u*S) | K | examples | ill-conditioned |",
-              "|---|---|---|---|---:|---:|---:|---:|"]
+    lines += ["", "## Checks", "", "| variant | dtype | check | verdict | worst err/(u*S) | K | examples | ill-conditioned | binding |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for c in res["checks"]:
         lines.append(f"| {c['variant']} | {c['dtype']} | {c['check']} | {c['status']} | {_ratio(c['worst_ratio'])} | "
-                     f"{c['k']:g} | {c['examples']} | {c['ill']} |")
+                     f"{c['k']:g} | {c['examples']} | {c['ill']} | {_binding(c)} |")
     fails = [c for c in res["checks"] if c["status"] in ("fail", "error")]
     if fails:
         lines += ["", "## Failures", ""]
@@ -74,3 +74,9 @@ def render(res: dict[str, Any]) -> str:
         lines += ["", f"## Uncovered clauses ({len(unc)})", "", "No check tests these yet; they are not counted as passing.", ""]
         lines += [f"- {u}" for u in unc]
     return "\n".join(lines) + "\n"
+
+
+def _binding(c: dict) -> str:
+    """The share of examples that bind the check's feature (adamconf.binding), or '-'."""
+    b = c.get("binding")
+    return "-" if b is None else f"{100 * b:.0f}% of {c.get('binding_examples', 0)}"
