@@ -43,6 +43,9 @@ class Check:
 
 
 def _scn(features: frozenset[str] = frozenset(), **kw) -> Callable[[Variant, str], st.SearchStrategy]:
+    """Scenarios for a feature check: three examples in four are coherent (the feature
+    binds, see strategies.scenarios), unless the check says otherwise."""
+    kw.setdefault("coherent", 3 if features or kw.get("sparse") or kw.get("allow_none") else 2)
     return lambda v, d: S.scenarios(v, d, features, **kw)
 
 
@@ -140,7 +143,7 @@ CHECKS: dict[str, Check] = {c.name: c for c in [
           _scn(frozenset({"global_clipnorm"}), n_vars=(1, 3)), covers=("clip.global-clipnorm",)),
     Check("clip-combined", "clip", frozenset({"clipvalue", "clipnorm"}),
           "several clip options at once, applied in the variant's order or precedence",
-          lambda v, d: S.scenarios(v, d, frozenset({"clipvalue", "clipnorm", "global_clipnorm"}) & v.features),
+          lambda v, d: S.scenarios(v, d, frozenset({"clipvalue", "clipnorm", "global_clipnorm"}) & v.features, coherent=3),
           covers=("clip.order", "clip.first-of"),
           clip_policies=("sequential", "first-of")),
     Check("decay", "step", frozenset({"decay"}), "legacy decay: lr / (1 + decay * iterations), count before the increment",
