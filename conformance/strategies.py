@@ -239,16 +239,19 @@ def _params_near_step(draw, dtype: str, params: list[np.ndarray], steps: list) -
 @st.composite
 def scenarios(draw, variant: Variant, dtype: str, features: frozenset[str] = frozenset(),
               n_vars: tuple[int, int] = (1, 3), sparse: bool = False, allow_none: bool = False,
-              fresh: bool = False, edge: bool = True, coherent: int = 0) -> StepInput:
+              fresh: bool = False, edge: bool = True, coherent: int = 0, tiny: int = 0) -> StepInput:
     """One step of `variant` in `dtype` from an arbitrary reachable state.
 
     `coherent` (0 to 4): in that many of every 4 examples the gradients, m and v share
     one scale (comparable norms across tensors, moderate betas and iteration counts) and
     each parameter lies within a few binades of its own step, so that the feature under
     test changes the result by more than the bound; the other examples roam the whole
-    range as before."""
-    if coherent and draw(st.integers(0, 3)) < coherent:
-        return draw(_coherent_scenarios(variant, dtype, features, n_vars, sparse, allow_none, fresh))
+    range as before. `tiny` of every 4 examples are coherent at subnormal magnitudes
+    (v underflows to 0, m is 0 or subnormal), where flush-to-zero shows."""
+    if coherent or tiny:
+        pick = draw(st.integers(0, 3))
+        if pick < tiny + coherent:
+            return draw(_coherent_scenarios(variant, dtype, features, n_vars, sparse, allow_none, fresh, pick < tiny))
     hyper = draw(hypers(variant, features))
     k = draw(st.integers(*n_vars))
     shp = [draw(_SPARSE_SHAPES) if sparse else draw(shapes())
@@ -290,9 +293,10 @@ def scenarios(draw, variant: Variant, dtype: str, features: frozenset[str] = fro
 
 @st.composite
 def _coherent_scenarios(draw, variant: Variant, dtype: str, features: frozenset[str], n_vars: tuple[int, int],
-                        sparse: bool, allow_none: bool, fresh: bool) -> StepInput:
+                        sparse: bool, allow_none: bool, fresh: bool, tiny: bool = False) -> StepInput:
     lo, hi = _scale_range(dtype)
-    e = draw(st.integers(lo, hi))
+    f = fmt(dtype)
+    e = draw(st.integers(f.emin - f.p + 4, f.emin - 3) if tiny else st.integers(lo, hi))
     b1s, b2s = _coherent_betas(bool({"schedule", "decay", "adaptive_epsilon", "eps_root"} & features))
     hyper = draw(hypers(variant, features)).replace(beta_1=draw(b1s), beta_2=draw(b2s))
     if {"adaptive_epsilon", "eps_root"} & features:
@@ -306,7 +310,7 @@ def _coherent_scenarios(draw, variant: Variant, dtype: str, features: frozenset[
     # a schedule, legacy decay or the adaptive epsilon change the step between counts by a
     # visible share only early on; a None gradient shows only on a state that has moved
     if "decay" in features:   # early counts: decay and its count move the rate by a third or more
-        it = draw(st.integers(0, 2))
+        it = draw(st.sampled_from([0, 1, 1, 2]))   # at 0 decay has no effect yet, but its count does
         hyper = hyper.replace(decay=draw(st.floats(1.0, 8.0)), learning_rate=draw(st.floats(1e-3, 1.0)))
     elif {"adaptive_epsilon", "eps_root"} & features:
         it = 0 if fresh else draw(st.integers(0, 2))
@@ -324,7 +328,8 @@ def _coherent_scenarios(draw, variant: Variant, dtype: str, features: frozenset[
     if it == 0:
         state = AdamState.zeros_like(params, amsgrad=hyper.amsgrad, ema=hyper.use_ema)
     else:
-        m = [_coherent_array(draw, dtype, s_, e) for s_ in shp]
+        zero_m = tiny and draw(st.booleans())
+        m = [np.zeros(s_, np_dtype(dtype)) if zero_m else _coherent_array(draw, dtype, s_, e) for s_ in shp]
         v = [_coherent_array(draw, dtype, s_, e, power=2) for s_ in shp]
         vhat = None
         if hyper.amsgrad:   # a running maximum well above this step's v in most elements
