@@ -17,19 +17,11 @@ from adamconf.corpus.op_orders import CORRECT
 from adamconf.corpus.planted_bugs import BUGS
 from adamconf.corpus.textbook import TextbookAdam
 from adamconf.runner import Runner
+from adamconf.selftest import check_order, run_one
 from adamconf.spec import load_spec
 
 SPEC = load_spec()
 ROOT = Path(__file__).resolve().parents[1]
-
-# The checks that speak for each bug area run first, so the gate stops early.
-AREA_CHECKS = {
-    "sparse": ["sparse"], "clip": ["clipvalue", "clipnorm", "global_clipnorm", "clip-combined"],
-    "decay": ["decay"], "schedule": ["schedule"], "amsgrad": ["amsgrad"], "weight_decay": ["weight_decay"],
-    "ema": ["ema"], "state": ["none-grad", "dense", "trajectory"],
-}
-BASE = ["fresh", "dense", "trajectory", "example", "special"]
-
 
 def _cell(backend) -> tuple[str, str]:
     variant = backend.variants[0]
@@ -38,24 +30,13 @@ def _cell(backend) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("bug", BUGS, ids=lambda b: type(b).__name__)
-def test_planted_bug_is_rejected_by_the_ci_profile(bug, tmp_path):
-    variant, dtype = _cell(bug)
-    order = AREA_CHECKS.get(bug.expected_clause_area, []) + BASE
-    runner = Runner(SPEC, bug, f"adamconf.corpus.planted_bugs:{type(bug).__name__}", profile="ci", out=tmp_path)
-    caught = None
-    for name in dict.fromkeys(order):
-        chk = CHECKS[name]
-        if not chk.applies_to(SPEC.variant(variant), dtype):
-            continue
-        run = runner.run_check(chk, SPEC.variant(variant), dtype)
-        if run.status == "fail":
-            caught = run
-            break
-    assert caught is not None, f"{type(bug).__name__} ({bug.__doc__.strip().splitlines()[0]}) passed every check"
-    clauses = [c.id for c in SPEC.clauses_for(variant) if c.id.split(".", 1)[1] in CHECKS[caught.check].covers]
-    print(f"{type(bug).__name__}: caught by check {caught.check} (clauses {', '.join(clauses) or '-'}), "
-          f"worst {caught.worst_ratio:.3g} u*S")
-    assert caught.replay and Path(caught.case).exists()
+def test_planted_bug_is_rejected_by_the_ci_profile_in_three_cells(bug):
+    """What `adamconf selftest` demands of every bug: at least 3 failing ci cells."""
+    name = type(bug).__name__
+    tally = run_one(SPEC, f"adamconf.corpus.planted_bugs:{name}", "bug", bug.expected_clause_area, "", target=3, timeout=10.0)
+    assert not tally.load_error, tally.load_error
+    assert tally.catches >= 3, f"{name} ({type(bug).__doc__.strip().splitlines()[0]}) failed only {tally.failed} " \
+                               f"of {tally.cells} ci cells"
 
 
 @pytest.mark.parametrize("backend", CORRECT, ids=lambda b: type(b).__name__)
@@ -205,8 +186,12 @@ def test_declaring_flush_does_not_hide_bugs(name, tmp_path):
     bug = next(b for b in BUGS if type(b).__name__ == name)
     flushed = type(name, (type(bug),), {"flushes_denormals": ("float16", "bfloat16", "float32", "float64")})()
     variant, dtype = _cell(bug)
-    order = AREA_CHECKS.get(bug.expected_clause_area, []) + BASE
+    order = check_order(bug.expected_clause_area)
     runner = Runner(SPEC, flushed, name, profile="ci")
-    statuses = [runner.run_check(CHECKS[c], SPEC.variant(variant), dtype).status
-                for c in dict.fromkeys(order) if CHECKS[c].applies_to(SPEC.variant(variant), dtype)]
+    statuses = []
+    for c in order:
+        if CHECKS[c].applies_to(SPEC.variant(variant), dtype):
+            statuses.append(runner.run_check(CHECKS[c], SPEC.variant(variant), dtype).status)
+            if statuses[-1] == "fail":
+                break
     assert "fail" in statuses, statuses

@@ -13,7 +13,7 @@ import numpy as np
 
 from adamconf.reference.state import Schedule, SparseGrad
 
-from .op_orders import FlushedKernelOrder
+from .op_orders import _flush, _flush32
 from .textbook import KERAS_VARIANTS, LEGACY_VARIANTS, TF1_VARIANTS, TextbookAdam, _rows_only, summed_squares
 
 AREAS = ("update", "amsgrad", "sparse", "clip", "decay", "schedule", "ema", "weight_decay",
@@ -552,14 +552,25 @@ class ClipvalueAfterClipnorm(PlantedBug):
         return grads
 
 
-class FlushUndeclared(FlushedKernelOrder, PlantedBug):
-    """Computes with flush-to-zero and denormals-are-zero (as TF's CPU kernels do) but
-    does not declare it in `flushes_denormals`, so subnormal gradients and moments
-    vanish where the gate expects IEEE arithmetic. Shows only at subnormal magnitudes."""
+class FlushUndeclared(PlantedBug):
+    """Runs with denormals-are-zero and flush-to-zero (as TF's CPU kernels do): every
+    subnormal input is read as 0 and every subnormal result stored as 0, but it does
+    not declare so in `flushes_denormals`, so the gate expects IEEE arithmetic. Shows
+    only at subnormal magnitudes."""
 
     expected_clause_area = "flush"
-    flushes_denormals = ()
     dtypes = ("bfloat16", "float32", "float64")
+
+    def step(self, variant, dtype, hyper, state, grads):
+        T = state.params[0].dtype
+        fl = lambda xs: None if xs is None else [_flush(x, T) for x in xs]  # noqa: E731
+        st = type(state)(fl(state.params), fl(state.m), fl(state.v), state.iterations, fl(state.vhat),
+                         _flush32(state.beta1_power), _flush32(state.beta2_power), fl(state.ema))
+        gs = [g if g is None else (SparseGrad(g.indices, _flush(g.values, T), g.dense_shape)
+                                   if isinstance(g, SparseGrad) else _flush(g, T)) for g in grads]
+        out = super().step(variant, dtype, hyper, st, gs)
+        return type(out)(fl(out.params), fl(out.m), fl(out.v), out.iterations, fl(out.vhat),
+                         _flush32(out.beta1_power), _flush32(out.beta2_power), fl(out.ema))
 
 
 class Float16EpsilonFlushed(PlantedBug):
@@ -672,15 +683,20 @@ class NoneGradShiftsGradients(PlantedBug):
         return super().step(variant, dtype, hyper, state, present + [None] * (len(grads) - len(present)))
 
 
-class MomentsInBfloat16ForFloat16(PlantedBug):
-    """float16 variables whose m and v slots are bfloat16 (a mixed-precision policy's
-    compute dtype applied to the slots). Shows only in float16."""
+class AlphaInFloat32(PlantedBug):
+    """The step size lr * sqrt(1 - b2^t) / (1 - b1^t) formed in float32 and cast, where
+    Keras forms the powers and the step size in the variable's dtype: in bfloat16 the
+    default beta_2 then no longer freezes the step. Shows only in the narrow dtypes."""
 
     expected_clause_area = "dtype"
-    dtypes = ("float16",)
+    variants = KERAS_VARIANTS
+    dtypes = ("float16", "bfloat16")
 
-    def moment_dtype(self, ctx):
-        return np.dtype(ml_dtypes.bfloat16)
+    def alpha(self, ctx):
+        t = np.float32(self.step_number(ctx))
+        b1, b2 = np.float32(ctx.hyper.beta_1), np.float32(ctx.hyper.beta_2)
+        one = np.float32(1)
+        return ctx.s(np.float32(ctx.lr) * np.sqrt(one - np.power(b2, t)) / (one - np.power(b1, t)))
 
 
 class AmsgradMinimum(PlantedBug):
@@ -812,7 +828,7 @@ BUG_CLASSES = [
     GlobalClipnormSumOfNorms, ClipnormAlwaysScales, GlobalClipnormAlwaysScales, ClipvalueOnlyUpper,
     ClipvalueAfterClipnorm, FlushUndeclared, Float16EpsilonFlushed, LegacyZeroEpsilonKept, EpsilonOutsideDivide,
     TF1PowersFromCount, TF1PowersInVariableDtype, FirstMomentWithBeta2, SecondMomentWithOneMinusBeta1,
-    StepCountNotIncremented, NoneGradShiftsGradients, MomentsInBfloat16ForFloat16,
+    StepCountNotIncremented, NoneGradShiftsGradients, AlphaInFloat32,
     AmsgradMinimum, AmsgradStoresV, AmsgradVhatNeverUpdated, SparseMomentsLazy,
     WeightDecayAfterUpdate, WeightDecayWithoutLr, EmaOfOldWeights, EmaFirstStepAverages, EmaOverwriteEveryStep,
 ]
