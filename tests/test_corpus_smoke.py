@@ -432,7 +432,7 @@ TARGETS = {
     "ClipvalueOnlyUpper": ("keras3", "float32", {"clipvalue": 0.1}, {}),
     "ClipvalueAfterClipnorm": ("keras-legacy", "float32", {"clipvalue": 0.2, "clipnorm": 0.5}, {}),
     "FlushUndeclared": ("keras-legacy", "float32", {}, {"g_scale": 1e-40, "state_scale": 1e-40}),
-    "Float16EpsilonFlushed": ("keras3", "float16", {"epsilon": 1e-7}, {"zero_v": True, "g_scale": 0.0}),
+    "Float16SlotsForBfloat16": ("keras3", "bfloat16", {}, {"g_scale": 1e3}),
     "LegacyZeroEpsilonKept": ("keras-legacy", "float32", {"epsilon": 0.0}, {"zero_v": True, "g_scale": 0.0}),
     "EpsilonOutsideDivide": ("keras3", "float32", {"epsilon": 0.1}, {}),
     "TF1PowersFromCount": ("tf1", "float32", {"beta_1": 0.9999}, {"iterations": 1_000_000, "accumulated": True}),
@@ -494,7 +494,9 @@ def test_bug_is_silent_where_it_does_not_apply(bug):
     variant, dtype, hkw, ikw = TARGETS[bug.name]
     inp = make_input(variant, dtype, hyper=Hyper(learning_rate=0.01), seed=11)
     d = ulps_apart(inp, TEXTBOOK.step(*inp), bug.step(*inp))
-    if ikw or any(k in hkw for k in ("amsgrad", "clipnorm", "clipvalue", "global_clipnorm", "decay",
+    # a magnitude trigger (the ends of a dtype's range) may still round differently inside it
+    structural = {k for k in ikw if k not in ("g_scale", "state_scale")}
+    if structural or any(k in hkw for k in ("amsgrad", "clipnorm", "clipvalue", "global_clipnorm", "decay",
                                       "weight_decay", "use_ema")) or "learning_rate" in hkw and \
             isinstance(hkw["learning_rate"], Schedule):
         assert worst(d) == 0.0, f"{bug.name} fires without its trigger: {d}"

@@ -573,17 +573,17 @@ class FlushUndeclared(PlantedBug):
                          _flush32(out.beta1_power), _flush32(out.beta2_power), fl(out.ema))
 
 
-class Float16EpsilonFlushed(PlantedBug):
-    """In float16 the default epsilon (1e-7, 1e-8) is subnormal; a kernel that flushes
-    its constants turns it into 0, so a zero v divides by zero. Shows only in float16."""
+class Float16SlotsForBfloat16(PlantedBug):
+    """bfloat16 variables whose m and v slots are float16 (a half-precision default for
+    the slots): within float16's range nothing is lost, but v = g*g overflows to inf
+    once |g| passes 256 and small moments flush. Shows only in bfloat16, at the ends
+    of the range."""
 
-    expected_clause_area = "epsilon"
-    dtypes = ("float16",)
+    expected_clause_area = "dtype"
+    dtypes = ("bfloat16",)
 
-    def round_hyper(self, ctx):
-        super().round_hyper(ctx)
-        if abs(float(ctx.eps)) < float(np.finfo(np.float16).tiny):
-            ctx.eps = ctx.s(0)
+    def moment_dtype(self, ctx):
+        return np.dtype(np.float16)
 
 
 class LegacyZeroEpsilonKept(PlantedBug):
@@ -826,7 +826,7 @@ BUG_CLASSES = [
     WeightDecayLrTwice, WeightDecayAsL2,
     EmaMomentumSwapped, EmaOverwriteOffByOne,
     GlobalClipnormSumOfNorms, ClipnormAlwaysScales, GlobalClipnormAlwaysScales, ClipvalueOnlyUpper,
-    ClipvalueAfterClipnorm, FlushUndeclared, Float16EpsilonFlushed, LegacyZeroEpsilonKept, EpsilonOutsideDivide,
+    ClipvalueAfterClipnorm, FlushUndeclared, Float16SlotsForBfloat16, LegacyZeroEpsilonKept, EpsilonOutsideDivide,
     TF1PowersFromCount, TF1PowersInVariableDtype, FirstMomentWithBeta2, SecondMomentWithOneMinusBeta1,
     StepCountNotIncremented, NoneGradShiftsGradients, AlphaInFloat32,
     AmsgradMinimum, AmsgradStoresV, AmsgradVhatNeverUpdated, SparseMomentsLazy,
