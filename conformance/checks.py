@@ -147,7 +147,7 @@ CHECKS: dict[str, Check] = {c.name: c for c in [
           covers=("clip.order", "clip.first-of"),
           clip_policies=("sequential", "first-of")),
     Check("decay", "step", frozenset({"decay"}), "legacy decay: lr / (1 + decay * iterations), count before the increment",
-          _scn(frozenset({"decay"})), covers=("decay.inverse-time",)),
+          _scn(frozenset({"decay"}), coherent=4), covers=("decay.inverse-time",)),
     Check("schedule", "schedule", frozenset({"schedule"}), "a learning-rate schedule evaluated at the count before the increment",
           _scn(frozenset({"schedule"})), covers=("schedule.learning-rate", "schedule.count")),
     Check("weight_decay", "step", frozenset({"weight_decay"}), "decoupled weight decay before the update",

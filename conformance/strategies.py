@@ -297,11 +297,27 @@ def _coherent_scenarios(draw, variant: Variant, dtype: str, features: frozenset[
     lo, hi = _scale_range(dtype)
     f = fmt(dtype)
     e = draw(st.integers(f.emin - f.p + 4, f.emin - 3) if tiny else st.integers(lo, hi))
-    b1s, b2s = _coherent_betas(bool({"schedule", "decay", "adaptive_epsilon", "eps_root"} & features))
+    # a schedule, legacy decay or the adaptive epsilon change the step between counts by a
+    # visible share only early on; a None gradient shows only on a state that has moved
+    if "decay" in features:   # early counts: decay and its count move the rate by a third or more
+        it = draw(st.sampled_from([0, 1, 1, 2]))   # at 0 decay has no effect yet, but its count does
+    elif {"adaptive_epsilon", "eps_root"} & features:
+        it = 0 if fresh else draw(st.integers(0, 1))
+    elif "schedule" in features:
+        it = 0 if fresh else draw(st.integers(0, 12))
+    elif allow_none or "amsgrad" in features:   # zero moments (and vhat) hide both
+        it = draw(st.one_of(st.integers(1, 12), st.integers(1, 1000)))
+    elif variant.beta_powers == "accumulated":   # long runs, where TF1's product drifts from pow
+        it = 0 if fresh else draw(st.one_of(st.integers(0, 12), st.integers(0, 1000), st.integers(1000, 10 ** 6)))
+    else:
+        it = 0 if fresh else draw(st.one_of(st.integers(0, 12), st.integers(0, 1000)))
+    b1s, b2s = _coherent_betas(it <= 12)
     hyper = draw(hypers(variant, features)).replace(beta_1=draw(b1s), beta_2=draw(b2s))
+    if "decay" in features:
+        hyper = hyper.replace(decay=draw(st.floats(1.0, 8.0)), learning_rate=draw(st.floats(1e-3, 1.0)))
     if {"adaptive_epsilon", "eps_root"} & features:
         # epsilon (or eps_root) at the scale of sqrt(v), where its form decides the step
-        eps = draw(st.integers(1, 3).map(lambda j: 2.0 ** (e + j)))
+        eps = draw(st.integers(2, 4).map(lambda j: 2.0 ** (e + j)))
         if "eps_root" in features:
             hyper = hyper.replace(eps_root=2.0 ** (2 * e + draw(st.integers(0, 3))))
     elif tiny:   # an epsilon below the normal range (but far from 0) divides a v that underflowed
@@ -309,21 +325,6 @@ def _coherent_scenarios(draw, variant: Variant, dtype: str, features: frozenset[
     else:
         eps = draw(st.one_of(st.sampled_from([1e-7, 1e-8]), st.integers(-6, 0).map(lambda j: 2.0 ** (e + j))))
     hyper = hyper.replace(epsilon=eps)
-    # a schedule, legacy decay or the adaptive epsilon change the step between counts by a
-    # visible share only early on; a None gradient shows only on a state that has moved
-    if "decay" in features:   # early counts: decay and its count move the rate by a third or more
-        it = draw(st.sampled_from([0, 1, 1, 2]))   # at 0 decay has no effect yet, but its count does
-        hyper = hyper.replace(decay=draw(st.floats(1.0, 8.0)), learning_rate=draw(st.floats(1e-3, 1.0)))
-    elif {"adaptive_epsilon", "eps_root"} & features:
-        it = 0 if fresh else draw(st.integers(0, 2))
-    elif "schedule" in features:
-        it = 0 if fresh else draw(st.integers(0, 12))
-    elif allow_none:
-        it = draw(st.integers(1, 1000))
-    elif variant.beta_powers == "accumulated":   # long runs, where TF1's product drifts from pow
-        it = 0 if fresh else draw(st.one_of(st.integers(0, 12), st.integers(0, 1000), st.integers(1000, 10 ** 6)))
-    else:
-        it = 0 if fresh else draw(st.one_of(st.integers(0, 12), st.integers(0, 1000)))
     if "schedule" in features:
         hyper = hyper.replace(learning_rate=draw(schedules_near(it)))
     k = draw(st.integers(*n_vars))
