@@ -13,7 +13,7 @@ import numpy as np
 
 from adamconf.reference.state import Schedule, SparseGrad
 
-from .op_orders import _flush, _flush32
+from .op_orders import flushed_step
 from .textbook import KERAS_VARIANTS, LEGACY_VARIANTS, TF1_VARIANTS, TextbookAdam, _rows_only, summed_squares
 
 AREAS = ("update", "amsgrad", "sparse", "clip", "decay", "schedule", "ema", "weight_decay",
@@ -562,15 +562,7 @@ class FlushUndeclared(PlantedBug):
     dtypes = ("bfloat16", "float32", "float64")
 
     def step(self, variant, dtype, hyper, state, grads):
-        T = state.params[0].dtype
-        fl = lambda xs: None if xs is None else [_flush(x, T) for x in xs]  # noqa: E731
-        st = type(state)(fl(state.params), fl(state.m), fl(state.v), state.iterations, fl(state.vhat),
-                         _flush32(state.beta1_power), _flush32(state.beta2_power), fl(state.ema))
-        gs = [g if g is None else (SparseGrad(g.indices, _flush(g.values, T), g.dense_shape)
-                                   if isinstance(g, SparseGrad) else _flush(g, T)) for g in grads]
-        out = super().step(variant, dtype, hyper, st, gs)
-        return type(out)(fl(out.params), fl(out.m), fl(out.v), out.iterations, fl(out.vhat),
-                         _flush32(out.beta1_power), _flush32(out.beta2_power), fl(out.ema))
+        return flushed_step(super().step, variant, dtype, hyper, state, grads)
 
 
 class Float16SlotsForBfloat16(PlantedBug):
