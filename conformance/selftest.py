@@ -9,7 +9,9 @@ target unless full counts are asked for; cells run in an order that puts the che
 the bug's own area first, so a run spends its time on the bugs that are hard to catch.
 
 The mutation score of a check is the share of the bugs it ran on that it caught (at
-least one failing cell); of an area, the share of its bugs caught at the target.
+least one failing cell); of an area, the share of its bugs caught at the target. Both
+count the cells that ran: with counting stopped at the target, a check late in a bug's
+order may not have run at all (`--full` runs every cell).
 """
 from __future__ import annotations
 
@@ -182,9 +184,14 @@ def _line(t: Tally, target: int | None, i: int, n: int) -> str:
 class Score:
     caught: int = 0
     seen: int = 0
+    fewest: int | None = None   # the fewest failing cells of a bug it caught (per check: its own cells)
 
     def text(self) -> str:
         return f"{self.caught}/{self.seen}" + (f" ({100 * self.caught / self.seen:.0f}%)" if self.seen else "")
+
+    def note(self, cells: int) -> None:
+        if cells:
+            self.fewest = cells if self.fewest is None else min(self.fewest, cells)
 
 
 def scores(tallies: list[Tally], target: int) -> tuple[dict[str, Score], dict[str, Score]]:
@@ -195,18 +202,20 @@ def scores(tallies: list[Tally], target: int) -> tuple[dict[str, Score], dict[st
     for t in tallies:
         if t.kind != "bug":
             continue
-        ran: dict[str, bool] = {}
+        ran: dict[str, int] = {}
         for cid in t.passed + [e.split(":", 1)[0] for e in t.errors]:
-            ran.setdefault(_check_of(cid), False)
+            ran.setdefault(_check_of(cid), 0)
         for cid in t.failed:
-            ran[_check_of(cid)] = True
-        for chk, hit in ran.items():
+            ran[_check_of(cid)] = ran.get(_check_of(cid), 0) + 1
+        for chk, hits in ran.items():
             s = by_check.setdefault(chk, Score())
             s.seen += 1
-            s.caught += hit
+            s.caught += hits > 0
+            s.note(hits)
         a = by_area.setdefault(t.area, Score())
         a.seen += 1
         a.caught += t.catches >= target
+        a.fewest = t.catches if a.fewest is None else min(a.fewest, t.catches)
     return dict(sorted(by_check.items())), dict(sorted(by_area.items()))
 
 
@@ -257,10 +266,11 @@ def markdown(rec: dict[str, Any]) -> str:
              f"Every planted bug must fail at least {t} ci cells; every correct op order must pass every cell. "
              f"{'Full counts.' if rec['full_counts'] else f'Counting stops at {t}.'} {rec['seconds']} s.", ""]
     lines += [f"- {p}" for p in rec["problems"]] + ([""] if rec["problems"] else [])
-    lines += ["| check | bugs caught / bugs it ran on |", "|---|---|"]
-    lines += [f"| {k} | {Score(**v).text()} |" for k, v in rec["by_check"].items()]
-    lines += ["", f"| area | bugs caught in >= {t} cells / bugs |", "|---|---|"]
-    lines += [f"| {k} | {Score(**v).text()} |" for k, v in rec["by_area"].items()]
+    lines += ["| check | bugs caught / bugs it ran on | fewest failing cells of a bug it caught |", "|---|---|---:|"]
+    lines += [f"| {k} | {Score(**v).text()} | {v['fewest'] or '-'} |" for k, v in rec["by_check"].items()]
+    lines += ["", f"| area | bugs caught in >= {t} cells / bugs | fewest failing cells of a bug |", "|---|---|---:|"]
+    lines += [f"| {k} | {Score(**v).text()} | {v['fewest'] if v['fewest'] is not None else 0} |"
+              for k, v in rec["by_area"].items()]
     lines += ["", "| backend | kind | area | failing cells | cells run | first failing cells |", "|---|---|---|---|---|---|"]
     for b in rec["backends"]:
         lines.append(f"| {b['name']} | {b['kind']} | {b['area'] or '-'} | {b['catches']} | {b['cells']} | "

@@ -37,7 +37,7 @@ def test_scores_per_check_and_per_area():
     assert (by_check["clip-combined"].caught, by_check["clip-combined"].seen) == (0, 3)
     assert (by_area["clip"].caught, by_area["clip"].seen, by_area["ema"].caught) == (1, 2, 0)
     text = markdown(record([_bug("A", "clip", 3)], 3, False, 1.0))
-    assert "# adamconf selftest: PASS" in text and "| clip | 1/1 (100%) |" in text
+    assert "# adamconf selftest: PASS" in text and "| clip | 1/1 (100%) | 3 |" in text
 
 
 def test_the_corpus_ships_in_the_package_with_sixty_bugs():
