@@ -1,6 +1,6 @@
 """Calibration of K: correct op orders must stay under it with margin, bugs above it.
 
-Phase 1 (bulk): every correct op order in tests/corpus runs many random one-step
+Phase 1 (bulk): every correct op order in conformance/corpus runs many random one-step
 scenarios (arrays whose elements mix zeros, subnormals, tiny, moderate and huge
 values; beta_2 up to a few ulps below 1; epsilon zero, tiny and huge; step counts up to
 10^7; with and without AMSGrad) in float32 and float64 on tf1, keras-legacy and keras3;
@@ -23,14 +23,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adamconf.corpus.op_orders import CORRECT  # noqa: E402
+from adamconf.corpus.planted_bugs import BUGS  # noqa: E402
 from adamconf.reference import AdamState, Hyper, step  # noqa: E402
 from adamconf.reference.bound import compare  # noqa: E402
 from adamconf.reference.state import np_dtype  # noqa: E402
 from adamconf.reference.tracked import fmt  # noqa: E402
 from adamconf.runner import Runner  # noqa: E402
 from adamconf.spec import load_spec  # noqa: E402
-from tests.corpus.op_orders import CORRECT  # noqa: E402
-from tests.corpus.planted_bugs import BUGS  # noqa: E402
 
 SPEC = load_spec()
 VARIANTS = ("tf1", "keras-legacy", "keras3")

@@ -43,6 +43,9 @@ class Check:
 
 
 def _scn(features: frozenset[str] = frozenset(), **kw) -> Callable[[Variant, str], st.SearchStrategy]:
+    """Scenarios for a check: three examples in four are coherent for a feature check (the
+    feature binds, see strategies.scenarios), two in four (less the subnormal ones) else."""
+    kw.setdefault("coherent", 3 if features or kw.get("sparse") or kw.get("allow_none") else 2 - kw.get("tiny", 0))
     return lambda v, d: S.scenarios(v, d, features, **kw)
 
 
@@ -135,11 +138,11 @@ def _special(variant: Variant, dtype: str) -> st.SearchStrategy[StepInput]:
 
 
 CHECKS: dict[str, Check] = {c.name: c for c in [
-    Check("dense", "step", frozenset(), "one dense step from an arbitrary reachable state", _scn(),
+    Check("dense", "step", frozenset(), "one dense step from an arbitrary reachable state", _scn(tiny=1, coherent=2),
           covers=("update.moments", "update.step-size", "update.epsilon-hat", "iterations.increment",
                   "update.algorithm-1",)),
     Check("fresh", "step", frozenset(), "the first step from the documented initial state (m = v = 0, t = 0)",
-          _scn(fresh=True), covers=("state.zero-init",)),
+          _scn(fresh=True, tiny=1), covers=("state.zero-init",)),
     Check("trajectory", "trajectory", frozenset(), "several steps, each judged from the backend's own previous state",
           _trajectory, kind="trajectory", covers=("update.trajectory", "state.accumulated-beta-powers")),
     Check("amsgrad", "amsgrad", frozenset({"amsgrad"}), "AMSGrad: running max of v in the denominator",
@@ -170,11 +173,11 @@ CHECKS: dict[str, Check] = {c.name: c for c in [
           _scn(frozenset({"global_clipnorm"}), n_vars=(1, 3)), covers=("clip.global-clipnorm",)),
     Check("clip-combined", "clip", frozenset({"clipvalue", "clipnorm"}),
           "several clip options at once, applied in the variant's order or precedence",
-          lambda v, d: S.scenarios(v, d, frozenset({"clipvalue", "clipnorm", "global_clipnorm"}) & v.features),
+          lambda v, d: S.scenarios(v, d, frozenset({"clipvalue", "clipnorm", "global_clipnorm"}) & v.features, coherent=3),
           covers=("clip.order", "clip.first-of"),
           clip_policies=("sequential", "first-of")),
     Check("decay", "step", frozenset({"decay"}), "legacy decay: lr / (1 + decay * iterations), count before the increment",
-          _scn(frozenset({"decay"})), covers=("decay.inverse-time",)),
+          _scn(frozenset({"decay"}), coherent=4), covers=("decay.inverse-time",)),
     Check("schedule", "schedule", frozenset({"schedule"}), "a learning-rate schedule evaluated at the count before the increment",
           _scn(frozenset({"schedule"})), covers=("schedule.learning-rate", "schedule.count")),
     Check("weight_decay", "step", frozenset({"weight_decay"}), "decoupled weight decay before the update",

@@ -1,4 +1,4 @@
-"""The `adamconf` command: spec, ref, check, replay, report and diff.
+"""The `adamconf` command: spec, ref, check, replay, report, diff and selftest.
 
 Exit codes: 0 all good, 1 a check failed, 2 a usage or configuration error (the
 message names the problem and the fix).
@@ -106,6 +106,52 @@ def _add_diff(sub: argparse._SubParsersAction) -> None:
                    help="each: every side its own documented defaults (default); explicit: both the same values")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with a plot of the gap")
+
+
+def _add_selftest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("selftest", help="run the bundled planted-bug corpus through this install's gate (ci profile)",
+                       description="Exits 0 when every planted bug fails at least --target ci cells and every correct "
+                       "op order passes every cell, 1 otherwise, 2 on a usage error.")
+    p.add_argument("--target", type=int, default=3, help="ci cells each planted bug must fail (default 3)")
+    p.add_argument("--full", action="store_true", help="count every failing cell of every bug (slower); "
+                   "by default counting stops at the target")
+    p.add_argument("--only", action="append", metavar="NAME", help="run only these corpus backends (repeat)")
+    p.add_argument("-j", "--jobs", default="1", help="corpus backends run side by side, each in its own worker "
+                   "(a number, or auto for one per core); default 1")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds one backend step may take (default 10)")
+    p.add_argument("--out", help="folder for selftest.json and selftest.md")
+    p.add_argument("--quiet", action="store_true", help="no line per corpus backend")
+
+
+def run_selftest(args: argparse.Namespace) -> int:
+    import time
+
+    from adamconf import selftest
+    from adamconf.spec import load_spec
+
+    try:
+        jobs = _jobs(args.jobs)
+        if args.target < 1:
+            raise ValueError(f"--target must be at least 1, got {args.target}")
+        if not (0 < args.timeout < float("inf")):
+            raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        rows = selftest.corpus_refs(args.only)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+    except (ValueError, OSError) as e:
+        print(f"adamconf selftest: {e}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    tallies = selftest.run_all(load_spec(), rows, target=None if args.full else args.target, jobs=jobs,
+                               timeout=args.timeout, log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)))
+    rec = selftest.record(tallies, args.target, args.full, time.perf_counter() - t0)
+    text = selftest.markdown(rec)
+    print("\n" + text)
+    if args.out:
+        _write(Path(args.out) / "selftest.json", json.dumps(rec, indent=1))
+        _write(Path(args.out) / "selftest.md", text)
+        print(f"wrote {Path(args.out) / 'selftest.json'} and {Path(args.out) / 'selftest.md'}")
+    return 0 if rec["passed"] else 1
 
 
 def run_diff(args: argparse.Namespace) -> int:
@@ -462,9 +508,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_replay(sub)
     _add_report(sub)
     _add_diff(sub)
+    _add_selftest(sub)
     args = parser.parse_args(argv)
     handlers = {"spec": spec_commands.run, "ref": ref_commands.run, "check": run_check,
-                "replay": run_replay, "report": run_report, "diff": run_diff}
+                "replay": run_replay, "report": run_report, "diff": run_diff,
+                "selftest": run_selftest}
     try:
         return handlers[args.command](args)
     except BrokenPipeError:   # output piped into head and the like: not an error

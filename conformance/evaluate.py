@@ -38,6 +38,7 @@ class Outcome:
     elements: int = 0      # elements compared; `ieee` of them judged by an IEEE outcome, `ill` not judged
     ieee: int = 0
     observed: AdamState | None = None
+    exact: ref.StepResult | None = None   # the reference's result, kept on a pass (adamconf.binding reuses it)
 
     @property
     def worst(self) -> float:
@@ -159,7 +160,7 @@ def evaluate(backend: Backend, variant: Variant, inp: StepInput, k: float, timeo
     counts = {"ill": verdict.ill, "elements": verdict.elements, "ieee": verdict.ieee}
     if not verdict.ok:
         return Outcome(False, _describe_excess(verdict, exact, obs), verdict, verdict.ratios(), observed=obs, **counts)
-    return Outcome(True, "", verdict, verdict.ratios(), observed=obs, **counts)
+    return Outcome(True, "", verdict, verdict.ratios(), observed=obs, exact=exact, **counts)
 
 
 def nondeterminism(backend: Backend, inp: StepInput, timeout: float) -> str | None:

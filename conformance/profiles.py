@@ -51,6 +51,12 @@ def settings_for(profile: str, max_examples: int | None = None) -> settings:
     return settings(base, max_examples=max_examples) if max_examples else base
 
 
+def without_shrinking(base: settings) -> settings:
+    """The same profile without the shrink phase: the same examples and verdicts, but a
+    failure keeps the first failing example instead of the smallest."""
+    return settings(base, phases=[p for p in base.phases if p is not Phase.shrink])
+
+
 def budget(profile: str, max_examples: int | None = None) -> int:
     return settings_for(profile, max_examples).max_examples
 

@@ -23,7 +23,7 @@ from hypothesis import given, reject, target
 from hypothesis import seed as hyp_seed
 from hypothesis.errors import Flaky, Unsatisfiable
 
-from adamconf import cases, exact_mode, profiles, stamp
+from adamconf import binding, cases, exact_mode, profiles, stamp
 from adamconf import findings as findings_mod
 from adamconf import worst_case as worst_mod
 from adamconf.api_checks import API_CHECKS, api_check_for, run_api_check
@@ -111,6 +111,8 @@ class CheckRun:
     statistics: str | None = None  # hypothesis's statistics when asked for (pytest route); not in results.json
     worst_case: dict[str, Any] | None = None   # the input with the largest ratio (adamconf.worst_case)
     by_step: list[list[float]] | None = None   # trajectories: [step, worst ratio at that step]
+    binding: float | None = None   # share of judged examples that bind the check's feature (adamconf.binding)
+    binding_examples: int = 0      # how many examples that share is over
 
 
 @dataclass
@@ -175,11 +177,13 @@ class Runner:
                  seed: int | None = None, timeout: float = 10.0, out: Path | None = None,
                  max_examples: int | None = None, log: Callable[[str], None] | None = None,
                  findings_files: Sequence[str | Path] = (), cases_dir: Path | None = None,
-                 executor: Any = None, statistics: bool = False, exact_order: str | None = None) -> None:
+                 executor: Any = None, statistics: bool = False, exact_order: str | None = None,
+                 shrink: bool = True) -> None:
         self.exact_order = exact_mode.check_order(exact_order)   # None: judged within K*u*S
         self.profile = profiles.profile_name(profile).removeprefix(profiles.PREFIX)
         self.spec, self.backend, self.backend_ref = spec, backend, backend_ref
         self.max_examples = max_examples
+        self.shrink = shrink           # False: a failing cell keeps its first failing example (same verdict, faster)
         # a derandomized profile draws the same examples whatever the seed
         self.seed = None if self.settings.derandomize else seed
         self.timeout, self.out = timeout, out
@@ -196,7 +200,8 @@ class Runner:
 
     @property
     def settings(self) -> Any:
-        return profiles.settings_for(self.profile, self.max_examples)
+        base = profiles.settings_for(self.profile, self.max_examples)
+        return base if self.shrink else profiles.without_shrinking(base)
 
     # -- the plan ---------------------------------------------------------------------
 
@@ -399,6 +404,9 @@ class Runner:
         worst = worst_mod.WorstInput(exact)
         hung: list[CaseFailed] = []
         largest: list[StepInput] = []   # the passing input with the most elements: for the determinism check
+        bound: list[bool] = []          # per example before any failure: does it bind the feature?
+        failing: list[bool] = []        # set at the first failure (shrinking replays are not counted)
+        flush = tuple(getattr(self.backend, "flushes_denormals", ()))
 
         def one(inp: StepInput) -> Outcome:
             if hung:
@@ -413,7 +421,12 @@ class Runner:
                     reject()
             acc.add(out)
             worst.add(out, inp)
+            if chk.kind == "step" and out.ok and not failing:
+                b = binding.binds(chk.name, variant, inp, k, flush, out.exact)
+                if b is not None:
+                    bound.append(b)
             if not out.ok:
+                failing.append(True)
                 err = CaseFailed(out, inp)
                 if out.hung:
                     hung.append(err)
@@ -467,6 +480,8 @@ class Runner:
             self.hung = (f"not run: the backend hung earlier in this process ({hung[0].outcome.message}); "
                          "isolated workers (the default, without --in-process) are killed and replaced instead")
         run.histogram = acc.hist.tolist()
+        run.binding_examples = len(bound)
+        run.binding = sum(bound) / len(bound) if bound else None
         cell = Cell(variant.id, dtype, chk.name)
         run.worst_case = worst.record(variant, tuple(getattr(self.backend, "flushes_denormals", ())),
                                       next(iter(self.clauses_of(cell)), ""), chk.name,

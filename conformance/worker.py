@@ -286,7 +286,8 @@ def _serve(recv: Connection, send: Connection) -> None:
                     timeout=config["timeout"], out=Path(config["out"]) if config["out"] else None,
                     max_examples=config["max_examples"], findings_files=config["findings_files"],
                     cases_dir=Path(config["cases_dir"]) if config["cases_dir"] else None,
-                    statistics=config.get("statistics", False), exact_order=config.get("exact_order"))
+                    statistics=config.get("statistics", False), exact_order=config.get("exact_order"),
+                    shrink=config.get("shrink", True))
     while True:
         try:
             req = recv.recv()

@@ -196,7 +196,8 @@ def check_section(res: dict[str, Any], run: dict[str, Any]) -> str:
                    + (f", {fmt_ratio(wc['ulps'])} ulps at that element" if "ulps" in wc else "")
                    + f"; {run['examples']} examples, {judged} elements judged ({run.get('ieee', 0)} by their IEEE outcome), "
                    f"{run['ill']} ill-conditioned; "
-                   f"{run['seconds']:.2f} s</p>")
+                   + (f"{100 * run['binding']:.0f}% of examples bind the feature; " if run.get("binding") is not None else "")
+                   + f"{run['seconds']:.2f} s</p>")
     if run.get("message"):
         out.append(f"<p>{escape(run['message'])}</p>")
     if run.get("example"):

@@ -59,12 +59,13 @@ def render(res: dict[str, Any]) -> str:
                   "there each operation may lose up to the smallest normal number."]
     lines += ["", "## Checks", "",
               "Elements judged: by K*u*S, or by their IEEE outcome (inf or NaN, or an overflow the exact values "
-              "decide); the rest are ill-conditioned and not judged.", "",
-              "| variant | dtype | check | verdict | worst err/(u*S) | K | examples | judged | by IEEE outcome | ill-conditioned |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+              "decide); the rest are ill-conditioned and not judged. Binding: the share of examples on which the "
+              "feature under test changes the exact result by more than the bound.", "",
+              "| variant | dtype | check | verdict | worst err/(u*S) | K | examples | judged | by IEEE outcome | ill-conditioned | binding |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in res["checks"]:
         lines.append(f"| {c['variant']} | {c['dtype']} | {c['check']} | {c['status']} | {_ratio(c['worst_ratio'])} | "
-                     f"{c['k']:g} | {c['examples']} | {judged_share(c)} | {c.get('ieee', '')} | {c['ill']} |")
+                     f"{c['k']:g} | {c['examples']} | {judged_share(c)} | {c.get('ieee', '')} | {c['ill']} | {_binding(c)} |")
     fails = [c for c in res["checks"] if c["status"] in ("fail", "error")]
     if fails:
         lines += ["", "## Failures", ""]
@@ -90,3 +91,9 @@ def judged_share(check: dict) -> str:
     if not n:
         return ""
     return f"{100.0 * (n - check['ill']) / n:.1f}% of {n}"
+
+
+def _binding(c: dict) -> str:
+    """The share of examples that bind the check's feature (adamconf.binding), or '-'."""
+    b = c.get("binding")
+    return "-" if b is None else f"{100 * b:.0f}% of {c.get('binding_examples', 0)}"

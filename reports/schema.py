@@ -15,7 +15,7 @@ from typing import Any
 
 # Keywords `validate` implements; annotations are accepted and ignored.
 KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "enum", "const",
-                      "minimum", "minItems", "maxItems", "anyOf", "$ref"})
+                      "minimum", "maximum", "minItems", "maxItems", "anyOf", "$ref"})
 ANNOTATIONS = frozenset({"$schema", "title", "description", "$defs"})
 
 _TYPES = {
@@ -73,6 +73,8 @@ def _errors(x: Any, sch: dict[str, Any], root: dict[str, Any], path: tuple[str |
     out: list[str] = []
     if isinstance(x, int | float) and not isinstance(x, bool) and "minimum" in sch and x < sch["minimum"]:
         out.append(f"at {at}: {x} is less than the minimum of {sch['minimum']}")
+    if isinstance(x, int | float) and not isinstance(x, bool) and "maximum" in sch and x > sch["maximum"]:
+        out.append(f"at {at}: {x} is more than the maximum of {sch['maximum']}")
     if isinstance(x, list):
         if len(x) < sch.get("minItems", 0):
             out.append(f"at {at}: {_short(x)} has fewer than {sch['minItems']} items")

@@ -34,7 +34,7 @@ from adamconf.spec.model import Variant
 SPEC = load_spec()
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 needs_tf = pytest.mark.skipif(not HAS_TF, reason="install the [tf] extra: pip install -e '.[tf]'")
-BUG = "tests.corpus.planted_bugs:AbsGradSecondMoment"
+BUG = "adamconf.corpus.planted_bugs:AbsGradSecondMoment"
 
 # Variant fields that change no number (API surface, documentation): not causes.
 NOT_ARITHMETIC = {"id", "api", "family", "era", "page", "source", "arguments", "lr_alias", "unknown_kwarg_error",

@@ -19,8 +19,8 @@ from adamconf.reports.load import load_results
 from adamconf.runner import Runner
 from adamconf.spec import load_spec
 from adamconf.verdicts import FAIL, PASS, UNSUPPORTED
-from tests.corpus.op_orders import FlushedKernelOrder, KernelOrder, LerpOrder, PageOrder
-from tests.corpus.planted_bugs import KernelFormSignSlip, UpdateUsesOldV
+from adamconf.corpus.op_orders import FlushedKernelOrder, KernelOrder, LerpOrder, PageOrder
+from adamconf.corpus.planted_bugs import KernelFormSignSlip, UpdateUsesOldV
 
 SPEC = load_spec()
 NUMERIC = ("dense", "fresh", "trajectory", "amsgrad", "special")

@@ -13,23 +13,15 @@ import numpy as np
 import pytest
 
 from adamconf.checks import CHECKS
+from adamconf.corpus.op_orders import CORRECT
+from adamconf.corpus.planted_bugs import BUGS
+from adamconf.corpus.textbook import TextbookAdam
 from adamconf.runner import Runner
+from adamconf.selftest import check_order, run_one
 from adamconf.spec import load_spec
-from tests.corpus.op_orders import CORRECT
-from tests.corpus.planted_bugs import BUGS
-from tests.corpus.textbook import TextbookAdam
 
 SPEC = load_spec()
 ROOT = Path(__file__).resolve().parents[1]
-
-# The checks that speak for each bug area run first, so the gate stops early.
-AREA_CHECKS = {
-    "sparse": ["sparse"], "clip": ["clipvalue", "clipnorm", "global_clipnorm", "clip-combined"],
-    "decay": ["decay"], "schedule": ["schedule"], "amsgrad": ["amsgrad"], "weight_decay": ["weight_decay"],
-    "ema": ["ema"], "state": ["none-grad", "dense", "trajectory"],
-}
-BASE = ["fresh", "dense", "trajectory", "example", "special"]
-
 
 def _cell(backend) -> tuple[str, str]:
     variant = backend.variants[0]
@@ -38,24 +30,13 @@ def _cell(backend) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("bug", BUGS, ids=lambda b: type(b).__name__)
-def test_planted_bug_is_rejected_by_the_ci_profile(bug, tmp_path):
-    variant, dtype = _cell(bug)
-    order = AREA_CHECKS.get(bug.expected_clause_area, []) + BASE
-    runner = Runner(SPEC, bug, f"tests.corpus.planted_bugs:{type(bug).__name__}", profile="ci", out=tmp_path)
-    caught = None
-    for name in dict.fromkeys(order):
-        chk = CHECKS[name]
-        if not chk.applies_to(SPEC.variant(variant), dtype):
-            continue
-        run = runner.run_check(chk, SPEC.variant(variant), dtype)
-        if run.status == "fail":
-            caught = run
-            break
-    assert caught is not None, f"{type(bug).__name__} ({bug.__doc__.strip().splitlines()[0]}) passed every check"
-    clauses = [c.id for c in SPEC.clauses_for(variant) if c.id.split(".", 1)[1] in CHECKS[caught.check].covers]
-    print(f"{type(bug).__name__}: caught by check {caught.check} (clauses {', '.join(clauses) or '-'}), "
-          f"worst {caught.worst_ratio:.3g} u*S")
-    assert caught.replay and Path(caught.case).exists()
+def test_planted_bug_is_rejected_by_the_ci_profile_in_three_cells(bug):
+    """What `adamconf selftest` demands of every bug: at least 3 failing ci cells."""
+    name = type(bug).__name__
+    tally = run_one(SPEC, f"adamconf.corpus.planted_bugs:{name}", "bug", bug.expected_clause_area, "", target=3, timeout=10.0)
+    assert not tally.load_error, tally.load_error
+    assert tally.catches >= 3, f"{name} ({type(bug).__doc__.strip().splitlines()[0]}) failed only {tally.failed} " \
+                               f"of {tally.cells} ci cells"
 
 
 @pytest.mark.parametrize("backend", CORRECT, ids=lambda b: type(b).__name__)
@@ -124,7 +105,7 @@ def test_cli_exit_codes_and_messages(tmp_path):
     assert r.returncode == 2 and "cannot import module 'no_such_module'" in r.stderr
     r = _cli("check", "--backend", "numpy", "--variant", "tf9", "--out", str(tmp_path))
     assert r.returncode == 2 and "unknown variant(s) tf9" in r.stderr
-    r = _cli("check", "--backend", "tests.corpus.textbook:VARIANT_FEATURES", "--out", str(tmp_path))
+    r = _cli("check", "--backend", "adamconf.corpus.textbook:VARIANT_FEATURES", "--out", str(tmp_path))
     assert r.returncode == 2 and "does not follow the adamconf backend protocol" in r.stderr
     r = _cli("check", "--backend", "nonsense", "--out", str(tmp_path))
     assert r.returncode == 2 and "unknown backend 'nonsense'" in r.stderr
@@ -132,7 +113,7 @@ def test_cli_exit_codes_and_messages(tmp_path):
 
 def test_cli_failure_writes_reports_and_the_replay_reproduces_it(tmp_path):
     out = tmp_path / "out"
-    r = _cli("check", "--backend", "tests.corpus.planted_bugs:EpsInsideSqrt", "--variant", "keras-legacy",
+    r = _cli("check", "--backend", "adamconf.corpus.planted_bugs:EpsInsideSqrt", "--variant", "keras-legacy",
              "--dtype", "float32", "--check", "fresh", "--out", str(out), "--quiet")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "FAIL keras-legacy float32 check fresh" in r.stdout and "replay: adamconf replay" in r.stdout
@@ -142,7 +123,7 @@ def test_cli_failure_writes_reports_and_the_replay_reproduces_it(tmp_path):
     replay = re.search(r"replay: adamconf (replay \S+ --backend \S+)", r.stdout).group(1).split()
     r2 = _cli(*replay)
     assert r2.returncode == 1 and "FAIL" in r2.stdout
-    r3 = _cli("replay", str(next((out / "cases").glob("*.json"))), "--backend", "tests.corpus.op_orders:KernelOrder")
+    r3 = _cli("replay", str(next((out / "cases").glob("*.json"))), "--backend", "adamconf.corpus.op_orders:KernelOrder")
     assert r3.returncode == 0 and "PASS" in r3.stdout
 
 
@@ -185,7 +166,7 @@ def test_every_covered_suffix_names_a_real_clause():
 def test_a_flushing_backend_passes_only_when_it_says_so():
     """TF's CPU kernels flush subnormals; the bound allows it for a backend that declares
     it in `flushes_denormals`, and only then."""
-    from tests.corpus.op_orders import FlushedKernelOrder
+    from adamconf.corpus.op_orders import FlushedKernelOrder
     declared = FlushedKernelOrder()
     res = Runner(SPEC, declared, "FlushedKernelOrder", profile="ci").run(
         ["tf1", "keras-legacy", "keras3"], ["float32", "float64"], only=["dense", "fresh", "sparse", "special", "trajectory"])
@@ -205,8 +186,12 @@ def test_declaring_flush_does_not_hide_bugs(name, tmp_path):
     bug = next(b for b in BUGS if type(b).__name__ == name)
     flushed = type(name, (type(bug),), {"flushes_denormals": ("float16", "bfloat16", "float32", "float64")})()
     variant, dtype = _cell(bug)
-    order = AREA_CHECKS.get(bug.expected_clause_area, []) + BASE
+    order = check_order(bug.expected_clause_area)
     runner = Runner(SPEC, flushed, name, profile="ci")
-    statuses = [runner.run_check(CHECKS[c], SPEC.variant(variant), dtype).status
-                for c in dict.fromkeys(order) if CHECKS[c].applies_to(SPEC.variant(variant), dtype)]
+    statuses = []
+    for c in order:
+        if CHECKS[c].applies_to(SPEC.variant(variant), dtype):
+            statuses.append(runner.run_check(CHECKS[c], SPEC.variant(variant), dtype).status)
+            if statuses[-1] == "fail":
+                break
     assert "fail" in statuses, statuses

@@ -62,7 +62,7 @@ def fresh(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def failing(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("failing") / "eps-inside-sqrt"
-    return out, _run("tests.corpus.planted_bugs:EpsInsideSqrt", out, ["keras3"], ["float32"], ["fresh", "dense"])
+    return out, _run("adamconf.corpus.planted_bugs:EpsInsideSqrt", out, ["keras3"], ["float32"], ["fresh", "dense"])
 
 
 # -- the schema ----------------------------------------------------------------------
@@ -213,9 +213,9 @@ def test_a_failing_cell_keeps_its_worst_input_too(failing):
     r = bad[0]
     assert number(r["worst_case"]["ratio"]) > r["k"]
     rc = _cli("replay", str(out / "results.json"), "--cell", check_id(r), "--backend",
-              "tests.corpus.planted_bugs:EpsInsideSqrt")
+              "adamconf.corpus.planted_bugs:EpsInsideSqrt")
     assert rc.returncode == 1 and "FAIL" in rc.stdout, rc.stdout + rc.stderr
-    rc = _cli("replay", str(out / "results.json"), "--cell", check_id(r), "--backend", "tests.corpus.op_orders:KernelOrder")
+    rc = _cli("replay", str(out / "results.json"), "--cell", check_id(r), "--backend", "adamconf.corpus.op_orders:KernelOrder")
     assert rc.returncode == 0 and "PASS" in rc.stdout
 
 

@@ -139,6 +139,21 @@ def _flush32(p):
     return p if p is None or abs(p) >= float(np.finfo(np.float32).tiny) else 0.0
 
 
+def flushed_step(step, variant, dtype, hyper, state, grads):
+    """`step` run with denormals-are-zero on every input and flush-to-zero on every
+    result it hands back."""
+    from adamconf.reference.state import SparseGrad
+    T = state.params[0].dtype
+    fl = lambda xs: None if xs is None else [_flush(x, T) for x in xs]  # noqa: E731
+    st = type(state)(fl(state.params), fl(state.m), fl(state.v), state.iterations, fl(state.vhat),
+                     _flush32(state.beta1_power), _flush32(state.beta2_power), fl(state.ema))
+    gs = [g if g is None else (SparseGrad(g.indices, _flush(g.values, T), g.dense_shape)
+                               if isinstance(g, SparseGrad) else _flush(g, T)) for g in grads]
+    out = step(variant, dtype, hyper, st, gs)
+    return type(out)(fl(out.params), fl(out.m), fl(out.v), out.iterations, fl(out.vhat),
+                     _flush32(out.beta1_power), _flush32(out.beta2_power), fl(out.ema))
+
+
 class FlushedKernelOrder(KernelOrder):
     """The kernel order run the way TF's CPU executors run it: denormals-are-zero on
     every input and flush-to-zero on every result it hands back (and on the moments
@@ -147,16 +162,7 @@ class FlushedKernelOrder(KernelOrder):
     flushes_denormals = ("bfloat16", "float32", "float64")
 
     def step(self, variant, dtype, hyper, state, grads):
-        from adamconf.reference.state import SparseGrad
-        T = state.params[0].dtype
-        fl = lambda xs: None if xs is None else [_flush(x, T) for x in xs]  # noqa: E731
-        st = type(state)(fl(state.params), fl(state.m), fl(state.v), state.iterations, fl(state.vhat),
-                         _flush32(state.beta1_power), _flush32(state.beta2_power), fl(state.ema))
-        gs = [g if g is None else (SparseGrad(g.indices, _flush(g.values, T), g.dense_shape)
-                                   if isinstance(g, SparseGrad) else _flush(g, T)) for g in grads]
-        out = super().step(variant, dtype, hyper, st, gs)
-        return type(out)(fl(out.params), fl(out.m), fl(out.v), out.iterations, fl(out.vhat),
-                         _flush32(out.beta1_power), _flush32(out.beta2_power), fl(out.ema))
+        return flushed_step(super().step, variant, dtype, hyper, state, grads)
 
     def update_m(self, ctx, m, g):
         return _flush(super().update_m(ctx, m, g), ctx.T)

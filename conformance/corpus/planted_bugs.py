@@ -13,10 +13,11 @@ import numpy as np
 
 from adamconf.reference.state import Schedule, SparseGrad
 
-from .textbook import KERAS_VARIANTS, LEGACY_VARIANTS, TF1_VARIANTS, TextbookAdam, summed_squares
+from .op_orders import flushed_step
+from .textbook import KERAS_VARIANTS, LEGACY_VARIANTS, TF1_VARIANTS, TextbookAdam, _rows_only, summed_squares
 
 AREAS = ("update", "amsgrad", "sparse", "clip", "decay", "schedule", "ema", "weight_decay",
-         "beta_powers", "epsilon", "dtype", "state")
+         "beta_powers", "epsilon", "dtype", "state", "flush")
 
 
 class PlantedBug(TextbookAdam):
@@ -477,6 +478,332 @@ class EmaOverwriteOffByOne(PlantedBug):
         return p
 
 
+# ============================================================================ more mistakes
+# Several of these show only in one regime: one magnitude range (subnormals), one dtype,
+# one step count, one combination of features. The gate's strategies reach each regime.
+
+class GlobalClipnormSumOfNorms(PlantedBug):
+    """The global norm taken as the sum of the per-tensor norms instead of the square
+    root of the summed squares (adding norms as if they were squares)."""
+
+    expected_clause_area = "clip"
+    variants = ("keras-legacy", "keras3")
+
+    def clip_by_global_norm(self, ctx, grads):
+        c = ctx.s(ctx.hyper.global_clipnorm)
+        present = [g for g in grads if g is not None]
+        norm = sum((np.sqrt(np.sum(g * g, dtype=ctx.T)) for g in present), ctx.s(0))
+        one = ctx.s(1)
+        scale = c * np.minimum(one / norm, one / c)
+        return [None if g is None else g * scale for g in grads]
+
+
+class ClipnormAlwaysScales(PlantedBug):
+    """clipnorm normalises every tensor to norm c (g * c / ||g||), also those already
+    shorter than c: the max with c is forgotten."""
+
+    expected_clause_area = "clip"
+    variants = KERAS_VARIANTS
+
+    def clip_by_norm(self, ctx, grads):
+        c = ctx.s(ctx.hyper.clipnorm)
+        return [None if g is None else g * c / np.sqrt(np.sum(g * g, dtype=ctx.T)) for g in grads]
+
+
+class GlobalClipnormAlwaysScales(PlantedBug):
+    """global_clipnorm rescales the gradients to global norm c even when their norm is
+    already below c (the minimum with 1/c is forgotten)."""
+
+    expected_clause_area = "clip"
+    variants = ("keras-legacy", "keras3")
+
+    def clip_by_global_norm(self, ctx, grads):
+        c = ctx.s(ctx.hyper.global_clipnorm)
+        present = [g for g in grads if g is not None]
+        norm = np.sqrt(sum((np.sum(g * g, dtype=ctx.T) for g in present), ctx.s(0)))
+        return [None if g is None else g * (c / norm) for g in grads]
+
+
+class ClipvalueOnlyUpper(PlantedBug):
+    """clipvalue clips from above only, min(g, c): negative gradients below -c pass."""
+
+    expected_clause_area = "clip"
+    variants = KERAS_VARIANTS
+
+    def clip_value(self, ctx, g):
+        return np.minimum(g, ctx.s(ctx.hyper.clipvalue))
+
+
+class ClipvalueAfterClipnorm(PlantedBug):
+    """Legacy Keras clips by value first and by norm second; this applies clipnorm
+    first, then clipvalue (the order swapped). Shows only with both options set."""
+
+    expected_clause_area = "clip"
+    variants = LEGACY_VARIANTS
+
+    def clip(self, ctx, grads):
+        h = ctx.hyper
+        if h.clipnorm is not None:
+            grads = self.clip_by_norm(ctx, grads)
+        if h.clipvalue is not None:
+            grads = [None if g is None else self.clip_value(ctx, g) for g in grads]
+        if h.global_clipnorm is not None:
+            grads = self.clip_by_global_norm(ctx, grads)
+        return grads
+
+
+class FlushUndeclared(PlantedBug):
+    """Runs with denormals-are-zero and flush-to-zero (as TF's CPU kernels do): every
+    subnormal input is read as 0 and every subnormal result stored as 0, but it does
+    not declare so in `flushes_denormals`, so the gate expects IEEE arithmetic. Shows
+    only at subnormal magnitudes."""
+
+    expected_clause_area = "flush"
+    dtypes = ("bfloat16", "float32", "float64")
+
+    def step(self, variant, dtype, hyper, state, grads):
+        return flushed_step(super().step, variant, dtype, hyper, state, grads)
+
+
+class Float16SlotsForBfloat16(PlantedBug):
+    """bfloat16 variables whose m and v slots are float16 (a half-precision default for
+    the slots): within float16's range nothing is lost, but v = g*g overflows to inf
+    once |g| passes 256 and small moments flush. Shows only in bfloat16, at the ends
+    of the range."""
+
+    expected_clause_area = "dtype"
+    dtypes = ("bfloat16",)
+
+    def moment_dtype(self, ctx):
+        return np.dtype(np.float16)
+
+
+class LegacyZeroEpsilonKept(PlantedBug):
+    """Legacy Keras turns epsilon 0 (or None) into the backend epsilon 1e-7; this keeps
+    0. Shows only when epsilon is exactly 0."""
+
+    expected_clause_area = "epsilon"
+    variants = LEGACY_VARIANTS
+
+    def round_hyper(self, ctx):
+        super().round_hyper(ctx)
+        if not ctx.hyper.epsilon:
+            ctx.eps = ctx.s(0)
+
+
+class EpsilonOutsideDivide(PlantedBug):
+    """A precedence slip: p - (alpha * m / sqrt(v) + eps) instead of
+    p - alpha * m / (sqrt(v) + eps)."""
+
+    expected_clause_area = "epsilon"
+
+    def denominator(self, ctx, v):
+        return np.sqrt(v)
+
+    def apply_update(self, ctx, p, m, denom):
+        return p - (ctx.alpha * m / denom + ctx.eps)
+
+
+class TF1PowersFromCount(PlantedBug):
+    """TF1's beta powers recomputed as float32 pow(beta, iterations + 1) instead of read
+    from the float32 accumulators the optimizer multiplies step by step; the two part
+    by the rounding the product accumulates, which shows after hundreds of steps."""
+
+    expected_clause_area = "beta_powers"
+    variants = TF1_VARIANTS
+
+    def beta_powers(self, ctx, state):
+        t = np.float32(ctx.iterations + 1)
+        b1f, b2f = np.float32(ctx.hyper.beta_1), np.float32(ctx.hyper.beta_2)
+        p1, p2 = np.power(b1f, t), np.power(b2f, t)
+        return ctx.s(p1), ctx.s(p2), (float(np.power(b1f, t + 1)), float(np.power(b2f, t + 1)))
+
+
+class TF1PowersInVariableDtype(PlantedBug):
+    """TF1's beta1_power / beta2_power accumulators created with the variable's dtype
+    instead of float32, so in float16 and bfloat16 they are rounded to that dtype."""
+
+    expected_clause_area = "beta_powers"
+    variants = TF1_VARIANTS
+    dtypes = ("float16", "bfloat16")
+
+    def beta_powers(self, ctx, state):
+        s = ctx.s
+        b1, b2 = s(np.float32(ctx.hyper.beta_1)), s(np.float32(ctx.hyper.beta_2))
+        p1 = b1 if state.beta1_power is None else s(state.beta1_power)
+        p2 = b2 if state.beta2_power is None else s(state.beta2_power)
+        return p1, p2, (float(p1 * b1), float(p2 * b2))
+
+
+class FirstMomentWithBeta2(PlantedBug):
+    """A typo: the first moment decays with beta_2, m = b2 * m + (1 - b2) * g."""
+
+    expected_clause_area = "update"
+
+    def update_m(self, ctx, m, g):
+        return ctx.b2 * m + ctx.one_minus_b2 * g
+
+
+class SecondMomentWithOneMinusBeta1(PlantedBug):
+    """A typo: v = b2 * v + (1 - b1) * g * g."""
+
+    expected_clause_area = "update"
+
+    def update_v(self, ctx, v, gg):
+        return ctx.b2 * v + ctx.one_minus_b1 * gg
+
+
+class StepCountNotIncremented(PlantedBug):
+    """The iteration counter is never incremented (the assign_add is dropped)."""
+
+    expected_clause_area = "state"
+
+    def step(self, variant, dtype, hyper, state, grads):
+        out = super().step(variant, dtype, hyper, state, grads)
+        out.iterations = state.iterations
+        return out
+
+
+class NoneGradShiftsGradients(PlantedBug):
+    """None gradients are filtered out and the rest zipped with the variables, so each
+    gradient after a None lands on the wrong variable (an error where shapes differ)."""
+
+    expected_clause_area = "state"
+
+    def step(self, variant, dtype, hyper, state, grads):
+        present = [g for g in grads if g is not None]
+        return super().step(variant, dtype, hyper, state, present + [None] * (len(grads) - len(present)))
+
+
+class AlphaInFloat32(PlantedBug):
+    """The step size lr * sqrt(1 - b2^t) / (1 - b1^t) formed in float32 and cast, where
+    Keras forms the powers and the step size in the variable's dtype: in bfloat16 the
+    default beta_2 then no longer freezes the step. Shows only in the narrow dtypes."""
+
+    expected_clause_area = "dtype"
+    variants = KERAS_VARIANTS
+    dtypes = ("float16", "bfloat16")
+
+    def alpha(self, ctx):
+        t = np.float32(self.step_number(ctx))
+        b1, b2 = np.float32(ctx.hyper.beta_1), np.float32(ctx.hyper.beta_2)
+        one = np.float32(1)
+        return ctx.s(np.float32(ctx.lr) * np.sqrt(one - np.power(b2, t)) / (one - np.power(b1, t)))
+
+
+class AmsgradMinimum(PlantedBug):
+    """AMSGrad with the minimum instead of the maximum of vhat and v."""
+
+    expected_clause_area = "amsgrad"
+    variants = KERAS_VARIANTS
+
+    def amsgrad_max(self, ctx, vhat_old, v_new, v_old):
+        return np.minimum(vhat_old, v_new)
+
+
+class AmsgradStoresV(PlantedBug):
+    """AMSGrad divides by max(vhat, v) but stores v, not that maximum, in the vhat slot."""
+
+    expected_clause_area = "amsgrad"
+    variants = KERAS_VARIANTS
+
+    def update_variable(self, ctx, p_old, m_old, v_old, vh_old, g, raw):
+        p, m, v, vh = super().update_variable(ctx, p_old, m_old, v_old, vh_old, g, raw)
+        return p, m, v, None if vh is None else np.array(v, copy=True)
+
+
+class AmsgradVhatNeverUpdated(PlantedBug):
+    """AMSGrad divides by max(vhat, v) but never assigns the new maximum to vhat."""
+
+    expected_clause_area = "amsgrad"
+    variants = KERAS_VARIANTS
+
+    def update_variable(self, ctx, p_old, m_old, v_old, vh_old, g, raw):
+        p, m, v, vh = super().update_variable(ctx, p_old, m_old, v_old, vh_old, g, raw)
+        return p, m, v, None if vh is None else np.array(vh_old, copy=True)
+
+
+class SparseMomentsLazy(PlantedBug):
+    """With a sparse gradient m and v are updated only at the gradient's rows (a scatter
+    update), while every row of the variable takes a step with its undecayed moments."""
+
+    expected_clause_area = "sparse"
+
+    def update_variable(self, ctx, p_old, m_old, v_old, vh_old, g, raw):
+        if not isinstance(raw, SparseGrad):
+            return super().update_variable(ctx, p_old, m_old, v_old, vh_old, g, raw)
+        rows = np.unique(np.asarray(raw.indices, dtype=np.int64))
+        p, g = self.weight_decay(ctx, p_old, g)
+        m = _rows_only(m_old, self.update_m(ctx, m_old, g), rows)
+        v = _rows_only(v_old, self.update_v(ctx, v_old, self.square_grad(ctx, g, raw)), rows)
+        vh = None if vh_old is None else self.amsgrad_max(ctx, vh_old, v, v_old)
+        p = self.apply_update(ctx, p, m, self.denominator(ctx, v if vh is None else vh))
+        return p, m, v, vh
+
+
+class WeightDecayAfterUpdate(PlantedBug):
+    """Decoupled weight decay applied to the updated variable (after the Adam step)
+    instead of before it."""
+
+    expected_clause_area = "weight_decay"
+    variants = ("keras3",)
+
+    def weight_decay(self, ctx, p, g):
+        return p, g
+
+    def apply_update(self, ctx, p, m, denom):
+        p = super().apply_update(ctx, p, m, denom)
+        wd = ctx.hyper.weight_decay
+        return p - p * ctx.s(np.float32(wd)) * ctx.lr if wd else p
+
+
+class WeightDecayWithoutLr(PlantedBug):
+    """Decoupled weight decay not scaled by the learning rate: p -= p * wd."""
+
+    expected_clause_area = "weight_decay"
+    variants = ("keras3",)
+
+    def weight_decay(self, ctx, p, g):
+        wd = ctx.hyper.weight_decay
+        return (p - p * ctx.s(np.float32(wd)) if wd else p), g
+
+
+class EmaOfOldWeights(PlantedBug):
+    """The EMA is taken of the weights before this step's update instead of after."""
+
+    expected_clause_area = "ema"
+    variants = ("keras3",)
+
+    def step(self, variant, dtype, hyper, state, grads):
+        out = super().step(variant, dtype, hyper, state, grads)
+        if hyper.use_ema:
+            T = out.params[0].dtype
+            with np.errstate(all="ignore"):
+                mu = T.type(0 if state.iterations == 0 else hyper.ema_momentum)
+                out.ema = [np.asarray(mu * a + (T.type(1) - mu) * p) for a, p in zip(state.ema, state.params)]
+        return out
+
+
+class EmaFirstStepAverages(PlantedBug):
+    """Keras 3's first EMA update copies the weights (momentum 0 at iterations 0); this
+    averages with the initial copy as on every later step. Shows only on the first step."""
+
+    expected_clause_area = "ema"
+    variants = ("keras3",)
+    ema_first_step_copies = False
+
+
+class EmaOverwriteEveryStep(PlantedBug):
+    """Overwrites the variables with their averages on every step, whatever the
+    overwrite frequency."""
+
+    expected_clause_area = "ema"
+    variants = ("keras3",)
+
+    def ema_overwrite(self, ctx, p, avg):
+        return avg.copy()
+
+
 BUG_CLASSES = [
     EpsInsideSqrt, Algorithm1Epsilon, DefaultEpsilon,
     NoBiasCorrection, BiasCorrectionOnlyM, AlphaSqrtOfRatio, BetaPowersSwapped,
@@ -490,5 +817,11 @@ BUG_CLASSES = [
     Float16Moments, Float32SlotsForFloat64, Bfloat16Hyper,
     WeightDecayLrTwice, WeightDecayAsL2,
     EmaMomentumSwapped, EmaOverwriteOffByOne,
+    GlobalClipnormSumOfNorms, ClipnormAlwaysScales, GlobalClipnormAlwaysScales, ClipvalueOnlyUpper,
+    ClipvalueAfterClipnorm, FlushUndeclared, Float16SlotsForBfloat16, LegacyZeroEpsilonKept, EpsilonOutsideDivide,
+    TF1PowersFromCount, TF1PowersInVariableDtype, FirstMomentWithBeta2, SecondMomentWithOneMinusBeta1,
+    StepCountNotIncremented, NoneGradShiftsGradients, AlphaInFloat32,
+    AmsgradMinimum, AmsgradStoresV, AmsgradVhatNeverUpdated, SparseMomentsLazy,
+    WeightDecayAfterUpdate, WeightDecayWithoutLr, EmaOfOldWeights, EmaFirstStepAverages, EmaOverwriteEveryStep,
 ]
 BUGS = [cls() for cls in BUG_CLASSES]
