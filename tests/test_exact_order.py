@@ -11,6 +11,8 @@ import pytest
 
 from adamconf.backends.numpy_backend import NumpyBackend
 from adamconf.checks import CHECKS
+from adamconf.corpus.op_orders import FlushedKernelOrder, KernelOrder, LerpOrder, PageOrder
+from adamconf.corpus.planted_bugs import KernelFormSignSlip, UpdateUsesOldV
 from adamconf.evaluate import evaluate
 from adamconf.exact_mode import compare_bits, evaluate_exact, steps_apart
 from adamconf.reference import emulate
@@ -19,8 +21,6 @@ from adamconf.reports.load import load_results
 from adamconf.runner import Runner
 from adamconf.spec import load_spec
 from adamconf.verdicts import FAIL, PASS, UNSUPPORTED
-from adamconf.corpus.op_orders import FlushedKernelOrder, KernelOrder, LerpOrder, PageOrder
-from adamconf.corpus.planted_bugs import KernelFormSignSlip, UpdateUsesOldV
 
 SPEC = load_spec()
 NUMERIC = ("dense", "fresh", "trajectory", "amsgrad", "special")
