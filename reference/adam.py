@@ -489,8 +489,13 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
             if hyper.eps_root:
                 vc = A.add(vc, sc.primary(hyper.eps_root, "eps"))
             den = A.add(A.sqrt(vc), eps)
-            p2_ = _held(held, A.sub(p, A.div(A.mul(lr, A.div(m2, bc1)), den)),
-                        p, lr, m2, den, divisor(bc1), divisor(den))
+            # torch (addcdiv by -lr/bc1) and optax (m_hat / den, then lr) divide before
+            # scaling by lr, so that quotient may overflow; an order that scales first
+            # overflows where lr * m_hat does: both are flagged
+            mhat = A.div(m2, bc1)
+            upd = A.mul(lr, A.div(mhat, den))
+            upd.margin = A._ovf(lr.f * mhat.f, upd.margin, lr.f, mhat.f)
+            p2_ = _held(held, A.sub(p, upd), p, lr, m2, den, divisor(bc1), divisor(den))
         av2 = None
         if mu is not None:
             av2 = _held(held, A.lerp(av, p2_, one_minus_mu, mu), av, p2_)
