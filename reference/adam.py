@@ -489,12 +489,11 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
             if hyper.eps_root:
                 vc = A.add(vc, sc.primary(hyper.eps_root, "eps"))
             den = A.add(A.sqrt(vc), eps)
-            # torch (addcdiv by -lr/bc1) and optax (m_hat / den, then lr) divide before
-            # scaling by lr, so that quotient may overflow; an order that scales first
-            # overflows where lr * m_hat does: both are flagged
+            # torch's CPU addcdiv forms (-lr/bc1 * m) / den, optax (m_hat / den) * lr: the
+            # two orders underflow and overflow in different places, so S and the
+            # conditioning cover both (and in ieee mode an overflow of either is the outcome)
             mhat = A.div(m2, bc1)
-            upd = A.mul(lr, A.div(mhat, den))
-            upd.margin = A._ovf(lr.f * mhat.f, upd.margin, lr.f, mhat.f)
+            upd = _either(A.div(A.mul(lr, mhat), den), A.mul(lr, A.div(mhat, den)))
             p2_ = _held(held, A.sub(p, upd), p, lr, m2, den, divisor(bc1), divisor(den))
         av2 = None
         if mu is not None:
@@ -509,6 +508,19 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
         if out.ema is not None:
             out.ema.append(av2 if av2 is not None else av)
     return StepResult(out, dtype, alpha, notes)
+
+
+def _either(a: Tracked, b: Tracked) -> Tracked:
+    """One value formed in two op orders: the larger S and the smaller margin of the two;
+    where one order's IEEE outcome is non-finite (ieee mode), that outcome."""
+    with np.errstate(invalid="ignore"):
+        take_b = np.isfinite(np.asarray(a.f)) & ~np.isfinite(np.asarray(b.f))
+        s = np.maximum(np.asarray(a.s, dtype=np.result_type(a.s, b.s)), b.s)
+        margin = np.minimum(a.margin, b.margin)
+    if not np.any(take_b):
+        return Tracked(a.x, a.f, s, margin)
+    x = np.where(take_b, mp(b), mp(a))
+    return Tracked(x, np.where(take_b, b.f, a.f), np.where(take_b, b.s, s), np.where(take_b, b.margin, margin))
 
 
 def _held(A: Arith | None, t: Tracked, *inputs: Tracked | Any) -> Tracked:
