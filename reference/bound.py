@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import gmpy2
 import numpy as np
 
 from adamconf.reference.adam import StepResult
@@ -77,8 +78,10 @@ def element_ratios(exact: np.ndarray, scale: np.ndarray, margin: np.ndarray,
     # intermediates past the float64 range and count as ill-conditioned. A finite exact
     # result past the dtype's range must round to inf unless the element is ill.
     true_special = ~np.isfinite(ex64)
-    scale = np.asarray(scale, dtype=np.float64)
-    ill = (~(np.asarray(margin) > 2.0 * k * u) | ~np.isfinite(scale)) & ~true_special
+    wide = np.asarray(scale)   # float64 data's S is a long double: it can pass the double range
+    with np.errstate(over="ignore"):
+        scale = wide.astype(np.float64)
+    ill = (~(np.asarray(margin) > 2.0 * k * u) | ~np.isfinite(wide)) & ~true_special
     both_nan = np.isnan(ex64) & np.isnan(obs)
     special = ~np.isfinite(rounded) | ~np.isfinite(obs)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
@@ -86,12 +89,15 @@ def element_ratios(exact: np.ndarray, scale: np.ndarray, margin: np.ndarray,
         fin = ~special
         if fin.any():
             diff = (_ONE * obs[fin].astype(object)) - np.asarray(exact)[fin]
-            s = scale[fin]
+            s = scale[fin].astype(object)
+            past = ~np.isfinite(scale[fin]) & np.isfinite(wide[fin])
+            if past.any():   # read from its decimal repr: 20 digits are plenty for a ratio
+                s[past] = [gmpy2.mpfr(str(w)) for w in wide[fin][past]]
             nz = diff != 0
             r = np.where(nz, math.inf, 0.0)
             ok = nz & (s > 0)
             if ok.any():   # (|diff| / S) / u, exactly: u*S may lie below the smallest double
-                r[ok] = (abs(diff[ok]) / s[ok].astype(object) / u).astype(np.float64)
+                r[ok] = (abs(diff[ok]) / s[ok] / u).astype(np.float64)
             ratio[fin] = r
     # With infinite or NaN inputs, which of inf or NaN comes out depends on the op order
     # (inf - inf in a lerp form): any non-finite result matches a non-finite exact one.

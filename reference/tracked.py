@@ -201,9 +201,12 @@ class Arith:
         type), so an addition can round in the subnormal range too. ieee: every
         operation, and the plain op order inside the composites (b - a in a lerp, the
         product before the quotient, a sum of squares), overflows to inf where that
-        overflow is decided: the outcome of an implementation that forms them so."""
+        overflow is decided, and every operation rounds to zero where that is decided
+        (g*g far below the subnormal range): the outcome of an implementation that
+        forms them so."""
         self.fmt = fmt(dtype)
         self.ieee = ieee
+        self.flush = flush
         if flush:
             # a result below the smallest normal number may become 0: that number / u,
             # for every operation (an addition of normals can land there too)
@@ -214,20 +217,29 @@ class Arith:
             self.tiny = 2.0 ** self.fmt.emin
             self.add_tiny = self.tiny if off_grid else 0.0
 
-    def _under(self, f: Any, prop: Any, exact_zero: Any) -> Any:
+    def _under(self, f: Any, prop: Any, exact_zero: Any, mag: Any = None) -> Any:
         """The underflow allowance of one rounding: none where the result is an exact
         zero (an exactly zero operand) or lies in the normal range whatever errors
-        within DECISIVE_K * u * prop its operands carry."""
-        with np.errstate(invalid="ignore"):
+        within DECISIVE_K * u * prop its operands carry. A rounding never moves a value
+        by more than the value itself, so a result far below the subnormal range (of
+        magnitude at most `mag`, |f| by default) may lose only |f| + prop of it:
+        min(eta, |x| + K*u*prop) <= K*u*min(eta/u, |x|/u + prop) for every K >= 1."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            a = np.abs(f) if mag is None else np.abs(mag)
             normal = np.abs(f) - DECISIVE_K * self.fmt.u * prop >= 2.0 ** self.fmt.emin
-            return np.where(normal | exact_zero, 0.0, self.tiny)
+            # only where |f| / u is a normal double, as S is (below every eta but float64's,
+            # whose decided roundings ieee mode judges instead)
+            small = np.where(a >= 2.0 ** -960, np.minimum(self.tiny, 2.0 * a / self.fmt.u + prop), self.tiny)
+            return np.where(normal | exact_zero, 0.0, small)
 
     # -- elementary operations --------------------------------------------------
     def _ovf(self, f: Any, margin: Any, *operands: Any) -> Any:
-        """An intermediate past the largest finite number voids the first-order model,
-        unless an operand was already infinite or NaN (then IEEE rules decide)."""
+        """An intermediate at or past the rounding threshold (where round to nearest gives
+        inf; between the largest finite number and it, the value rounds to that number
+        like any other) voids the first-order model, unless an operand was already
+        infinite or NaN (then IEEE rules decide)."""
         with np.errstate(invalid="ignore"):
-            flag = np.abs(f) > self.fmt.max
+            flag = np.abs(f) >= self.fmt.overflow
             for op in operands:
                 flag = flag & np.isfinite(op)
             return np.where(flag, 0.0, margin)
@@ -236,13 +248,15 @@ class Arith:
         f = a.f + b.f
         x, y = _pair(a, b)
         s = _inf_exact(f, a.s + b.s + np.abs(f) + self.add_tiny, a, b)
-        return self._op(Tracked(x + y, f, s, self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f)), a, b)
+        return self._op(Tracked(x + y, f, s, self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f)), a, b,
+                        prop=a.s + b.s)
 
     def sub(self, a: Tracked, b: Tracked) -> Tracked:
         f = a.f - b.f
         x, y = _pair(a, b)
         s = _inf_exact(f, a.s + b.s + np.abs(f) + self.add_tiny, a, b)
-        return self._op(Tracked(x - y, f, s, self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f)), a, b)
+        return self._op(Tracked(x - y, f, s, self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f)), a, b,
+                        prop=a.s + b.s)
 
     def neg(self, a: Tracked) -> Tracked:
         return Tracked(-a.x, -a.f, a.s, a.margin, a.raw)
@@ -254,19 +268,24 @@ class Arith:
         m = self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f)
         if _exact_product(a, b):
             x = f.astype(np.float64).astype(object) if isinstance(f, np.ndarray) else float(f)
-            return self._op(Tracked(x, f, s, m, raw=True, bits=a.bits + b.bits), a, b)
+            return self._op(Tracked(x, f, s, m, raw=True, bits=a.bits + b.bits), a, b, prop=prop)
         x, y = _pair(a, b)
-        return self._op(Tracked(x * y, f, s, m), a, b)
+        return self._op(Tracked(x * y, f, s, m), a, b, prop=prop)
 
-    def div(self, a: Tracked, b: Tracked) -> Tracked:
+    def div(self, a: Tracked, b: Tracked, plain: bool = True) -> Tracked:
+        """a / b; plain=False: a quotient the plain order never forms on its own (see
+        sub_quotient), so ieee mode leaves it unrounded."""
         with np.errstate(divide="ignore", invalid="ignore"):
             f = a.f / b.f
             ab = np.abs(b.f)
             prop = a.s / ab + np.abs(f) * b.s / ab
             s = _inf_exact(f, prop + np.abs(f) + self._under(f, prop, _zero(a) & (ab > 0)), a, b)
         m = divisor(b)
-        return self._op(Tracked(_safe_div(*_pair(a, b)), f, s, self._ovf(f, np.minimum(np.minimum(a.margin, b.margin), m), a.f, b.f)),
-                        a, b, m)
+        margin = np.minimum(np.minimum(a.margin, b.margin), m)
+        if plain or not self.ieee:   # an overflow of the quotient alone voids the bound of orders that form it
+            margin = self._ovf(f, margin, a.f, b.f)
+        out = Tracked(_safe_div(*_pair(a, b)), f, s, margin)
+        return self._op(out, a, b, m, prop=prop) if plain else out
 
     def sqrt(self, a: Tracked) -> Tracked:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -280,8 +299,10 @@ class Arith:
 
     def sub_quotient(self, p: Tracked, alpha: Tracked, num: Tracked, den: Tracked) -> Tracked:
         """p - alpha * num / den in two exact operations (a quotient and a fused
-        multiply-add); S is that of the three separate roundings a backend spends."""
-        q = self.div(num, den)
+        multiply-add); S is that of the three separate roundings a backend spends. The
+        plain order (the TF kernel's, Keras's) forms alpha * num before dividing, so in
+        ieee mode num / den alone neither overflows nor rounds."""
+        q = self.div(num, den, plain=False)
         upd_f = alpha.f * q.f
         # the order (alpha * num) / den can underflow before the division: eta / |den|
         with np.errstate(divide="ignore"):
@@ -355,9 +376,13 @@ class Arith:
         else:
             x = _fma(mp(c), a.x, mp(w) * b.x)
         f = c.f * a.f + w.f * b.f
-        s = (np.abs(c.f) * a.s + np.abs(w.f) * b.s + c.s * np.abs(a.f) + w.s * np.abs(b.f)
-             + np.abs(a.f) + 2.0 * np.abs(w.f * b.f) + np.abs(f))
-        s = s + 2.0 * self._under(f, s, _zero(a) & _zero(b)) + (2.0 * self.add_tiny if self.add_tiny else 0.0)
+        prop = np.abs(c.f) * a.s + np.abs(w.f) * b.s + c.s * np.abs(a.f) + w.s * np.abs(b.f)
+        s = prop + np.abs(a.f) + 2.0 * np.abs(w.f * b.f) + np.abs(f)
+        # each of the two products (c*a and w*b, or (b - a)*w) is at most this large
+        mag = (np.abs(a.f) + np.abs(b.f)) * np.maximum(1.0, np.maximum(np.abs(w.f), np.abs(c.f)))
+        # both products exactly zero (an exactly zero factor in each): so is every order's result
+        both_zero = (_zero(a) | _zero(c)) & (_zero(b) | _zero(w))
+        s = s + 2.0 * self._under(f, s, both_zero, mag) + (2.0 * self.add_tiny if self.add_tiny else 0.0)
         s = _inf_exact(f, s, a, b)
         # the kernel order forms b - a first: it may overflow where the result does not
         margin = self._ovf(b.f - a.f, self._ovf(f, np.minimum(a.margin, b.margin), a.f, b.f), a.f, b.f)
@@ -375,6 +400,11 @@ class Arith:
             wf = np.asarray(w.f)
             out = self._to_inf(out, self._decided(d, a.s + b.s + np.abs(d), np.minimum(a.margin, b.margin))
                                & np.isfinite(a.f) & (wf > 0) & (wf < 0.5), np.sign(d) * math.inf)
+            # from an exact zero every order below w = 1/2 rounds the one product w*b
+            first = _zero(a) & (wf < 0.5)
+            if np.any(first):
+                inputs = np.where(first, b.margin, 0.0)
+                out = self.round_subnormal(out, np.abs(w.f) * b.s + w.s * np.abs(b.f), inputs)
         return self._op(out, a, b)
 
     def sum(self, a: Tracked) -> Tracked:
@@ -390,7 +420,7 @@ class Arith:
         s = np.sum(np.asarray(a.s)) + depth * total + (n - 1) * self.add_tiny
         margin = float(np.min(a.margin)) if np.size(a.margin) else math.inf
         # a partial sum past the largest finite number (e.g. a squared norm) voids the bound
-        if total > self.fmt.max and bool(np.all(np.isfinite(a.f))):
+        if total >= self.fmt.overflow and bool(np.all(np.isfinite(a.f))):
             margin = 0.0
         if math.isinf(f) and bool(np.any(_exactly_inf(a))):
             s = 0.0   # an infinite term: the IEEE sum is exact
@@ -420,7 +450,8 @@ class Arith:
                     & (np.broadcast_to(inputs, f.shape) > 2.0 * DECISIVE_K * self.fmt.u))
 
     def _to_inf(self, t: Tracked, dec: np.ndarray, value: Any) -> Tracked:
-        """t with the elements under `dec` replaced by `value` (+-inf or NaN), exact (S = 0)."""
+        """t with the elements under `dec` replaced by `value` (+-inf, NaN or a rounded
+        value), exact (S = 0)."""
         if not np.any(dec):
             return t
         f = np.asarray(t.f)
@@ -433,14 +464,46 @@ class Arith:
             return Tracked(x.item(), float(np.where(dec, val, f)), float(np.where(dec, 0.0, s)), float(margin))
         return Tracked(x, np.where(dec, val, f), np.where(dec, 0.0, s), margin)
 
-    def _op(self, t: Tracked, *operands: Tracked | Any) -> Tracked:
-        """In ieee mode, t overflowed to inf where that is decided (see __init__)."""
+    def _op(self, t: Tracked, *operands: Tracked | Any, prop: Any = None) -> Tracked:
+        """In ieee mode, t overflowed to inf where that is decided (see __init__), and
+        rounded where it lies below the normal range (`round_subnormal`; `prop` is the
+        propagated error before t's own rounding)."""
         if not self.ieee:
             return t
         inputs: Any = math.inf
         for o in operands:
             inputs = np.minimum(inputs, o.margin if isinstance(o, Tracked) else o)
-        return self.saturate(t, inputs)
+        t = self.saturate(t, inputs)
+        return t if prop is None else self.round_subnormal(t, prop, inputs)
+
+    def round_subnormal(self, t: Tracked, prop: Any, inputs: Any) -> Tracked:
+        """t, one rounding of the plain order (ieee mode), made the format's value where
+        its exact value lies below the normal range and every error within
+        DECISIVE_K * u * prop (the operands' propagated errors, before this rounding)
+        rounds to that same value. On the subnormal grid one rounding moves a value by
+        up to half the spacing, which the first-order model can only charge as eta
+        (a divisor made of it is then ill-conditioned), so the IEEE outcome is judged
+        instead. Under flush-to-zero only a rounding to zero is certain."""
+        f = np.asarray(t.f)
+        q = 2.0 ** (self.fmt.emin - self.fmt.p + 1)   # the subnormal spacing (2 * eta)
+        with np.errstate(invalid="ignore", over="ignore"):
+            # the error bound in units of q (u / q is a power of two inside the double range)
+            d = np.broadcast_to(np.asarray(prop, dtype=np.float64), f.shape) * (self.fmt.u / q) * DECISIVE_K
+            cand = ((f != 0) & np.isfinite(f) & (np.abs(f) < 2.0 ** self.fmt.emin) & np.isfinite(d)
+                    & (np.broadcast_to(inputs, f.shape) > 2.0 * DECISIVE_K * self.fmt.u))
+        if not np.any(cand):
+            return t
+        xs = np.ravel(np.asarray(mp(t) if not isinstance(t.x, np.ndarray) else t.x, dtype=object))
+        dec = np.zeros(f.size, dtype=bool)
+        val = np.zeros(f.size)
+        dd = np.ravel(d)
+        for j in np.flatnonzero(np.ravel(cand)):
+            y = xs[j] / q                            # exact: q is a power of two
+            n = gmpy2.rint(y)                        # round to nearest, ties to even
+            dj = float(dd[j])
+            if (dj == 0.0 or abs(float(y - n)) + dj < 0.5) and (n == 0 or not self.flush):
+                dec[j], val[j] = True, math.copysign(float(n) * q, float(xs[j]))
+        return self._to_inf(t, dec.reshape(f.shape), val.reshape(f.shape))
 
     def where(self, cond: np.ndarray, a: Tracked, b: Tracked) -> Tracked:
         ax, bx = (a.x, b.x) if (a.raw and b.raw) else (mp(a), mp(b))

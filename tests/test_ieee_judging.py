@@ -104,3 +104,95 @@ def test_global_norm_overflow_follows_the_row():
     zeroed.v[0] = np.zeros(2, np.float32)
     zeroed.params[0] = st.params[0].copy()
     assert not judge(variant, inp, exact, zeroed, 16, ()).ok
+
+
+def _fresh16(p, g):
+    st = AdamState([np.array(p, F16)], [np.zeros(len(p), F16)], [np.zeros(len(p), F16)], iterations=0)
+    return st, [np.array(g, F16)]
+
+
+def test_a_square_below_the_subnormals_rounds_to_zero_in_the_plain_order():
+    """float16, g = 2.7e-5: g*g = 7.4e-10 lies far below half the smallest subnormal
+    (3e-8), so every order that squares in float16 stores v = 0 and divides by epsilon
+    alone, while one that squares in a wider type divides by about |g|. The first-order
+    model cannot tell these apart (the divisor's error reaches the divisor); the plain
+    order's outcome is now judged beside the exact one, and a value between them,
+    outside both bounds, fails."""
+    variant = SPEC.variant("keras-v2")
+    st, g = _fresh16([-0.103], [2.718e-5])
+    h = Hyper(learning_rate=0.05, beta_1=0.0, beta_2=0.625, epsilon=1e-7)
+    inp = StepInput("keras-v2", "float16", h, st, tuple(g))
+    exact = step(variant, "float16", h, st, g)
+    assert compare(exact, exact.state.rounded("float16"), 8).ill > 0
+    plain = step(variant, "float16", h, st, g, ieee=True)
+    assert float(plain.state.v[0].x[0]) == 0.0 and plain.state.v[0].s[0] == 0.0
+    p_plain = float(plain.state.params[0].x[0])
+    assert abs(p_plain - float(exact.state.params[0].x[0])) > 0.5   # the two outcomes differ widely
+    for res in (exact, plain):
+        verdict = judge(variant, inp, exact, res.state.rounded("float16"), 8, ())
+        assert verdict.ok and verdict.ill == 0, verdict
+    bad = plain.state.rounded("float16")
+    bad.params[0] = np.array([(p_plain + float(exact.state.params[0].x[0])) / 2], F16)
+    assert not judge(variant, inp, exact, bad, 8, ()).ok
+
+
+def test_a_subnormal_product_of_exact_operands_is_its_rounded_value():
+    """In the plain order an operation on exact operands whose result lies on the
+    subnormal grid is one IEEE rounding: the ieee step holds that value exactly."""
+    variant = SPEC.variant("keras3")
+    st, g = _fresh16([0.5], [3.0e-4])             # g*g = 9e-8: about 1.5 subnormal spacings
+    h = Hyper(learning_rate=0.01, beta_1=0.5, beta_2=0.75, epsilon=1e-3)
+    plain = step(variant, "float16", h, st, g, ieee=True)
+    g16 = float(F16(3.0e-4))
+    sq = float(F16(g16 * g16))                    # numpy rounds the float16 product once
+    w = float(F16(1.0) - F16(0.75))
+    assert float(plain.state.v[0].x[0]) == float(F16(sq * w)) and plain.state.v[0].s[0] == 0.0
+
+
+def test_a_weight_that_rounds_to_zero_keeps_v_an_exact_zero():
+    """float16 rounds beta_2 = 0.9999995 to 1, so 1 - beta_2 is exactly 0 and v stays an
+    exact 0 in every order: no underflow allowance makes the divisor ill-conditioned."""
+    variant = SPEC.variant("keras-v2")
+    st, g = _fresh16([0.125, -1.0], [0.0019, -1.01])
+    h = Hyper(learning_rate=8.5, beta_1=0.5, beta_2=0.9999995, epsilon=0.0037)
+    res = step(variant, "float16", h, st, g)
+    assert float(res.state.v[0].x[0]) == 0.0 and float(np.max(res.state.v[0].s)) == 0.0
+    verdict = compare(res, res.state.rounded("float16"), 8)
+    assert verdict.ok and verdict.ill == 0
+
+
+def test_the_plain_order_scales_before_dividing():
+    """m / epsilon alone would overflow float16 (0.9 / 1.2e-7), alpha * m / epsilon does
+    not: the kernel's order (the product first) gives a finite variable in ieee mode."""
+    variant = SPEC.variant("keras-v2")
+    st = AdamState([np.array([-1.0], F16)], [np.array([-1.0], F16)], [np.array([0.0], F16)], iterations=1)
+    h = Hyper(learning_rate=0.002, beta_1=0.8, beta_2=0.9991, epsilon=1e-7)
+    g = [np.array([-0.0039], F16)]
+    plain = step(variant, "float16", h, st, g, ieee=True)
+    assert math.isfinite(float(plain.state.params[0].x[0])) and float(plain.state.v[0].x[0]) == 0.0
+
+
+def test_between_the_largest_number_and_the_threshold_is_an_ordinary_rounding():
+    """float16: g - m = 65504 + 0.0013 lies past the largest finite number but below the
+    rounding threshold (65520), so it rounds to 65504 like any value: m is judged."""
+    variant = SPEC.variant("tf1")
+    st = _state([0.0931], [-0.0013], [0.35], iterations=7)
+    h = Hyper(learning_rate=0.002, beta_1=0.5, beta_2=0.875, epsilon=1e-4)
+    res = step(variant, "float16", h, st, [np.array([65504.0], F16)])
+    assert compare(res, res.state.rounded("float16"), 8).fields["m"].ill == 0
+
+
+def test_a_float64_scale_past_the_double_range_still_judges():
+    """float64 g = the largest double: m's S (a long double) passes 2**1024; the element
+    is judged with it, and a halved m fails."""
+    variant = SPEC.variant("tf1")
+    f64 = np.float64
+    st = AdamState([np.array([0.0023], f64)], [np.array([-0.0374], f64)], [np.array([8191.5], f64)], iterations=20)
+    h = Hyper(learning_rate=0.5, beta_1=0.625, beta_2=0.75, epsilon=1e-6)
+    res = step(variant, "float64", h, st, [np.array([np.finfo(f64).max], f64)])
+    assert float(np.max(res.state.m[0].s)) > np.finfo(f64).max
+    obs = res.state.rounded("float64")
+    verdict = compare(res, obs, 8)
+    assert verdict.ok and verdict.fields["m"].ill == 0
+    obs.m[0] = obs.m[0] * 0.5
+    assert not compare(res, obs, 8).ok
