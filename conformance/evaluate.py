@@ -134,12 +134,18 @@ def run_backend(backend: Backend, inp: StepInput, timeout: float) -> tuple[AdamS
 
 def judge(variant: Variant, inp: StepInput, exact: ref.StepResult, observed: AdamState, k: float,
           flush: tuple[str, ...], fields: tuple[str, ...] | None = None) -> Verdict:
-    """`observed` against the exact step; where an overflow left elements ill-conditioned,
-    the plain order's IEEE outcome (reference.adam.step(ieee=True)) judges them too."""
+    """`observed` against the exact step; where an overflow or underflow left elements
+    ill-conditioned, the plain order's IEEE outcome (reference.adam.step(ieee=True))
+    judges them too, and where that fails or leaves some, the outcome of the order that
+    divides m by the denominator before scaling it (ieee="quotient-first")."""
     verdict = compare(exact, observed, k, fields)
-    if verdict.ill and not verdict.problems:
-        alt = ref.step(variant, inp.dtype, inp.hyper, inp.state, inp.grads, flush=flush, ieee=True)
-        verdict = compare(exact, observed, k, fields, alt)
+    if not verdict.ill or verdict.problems:
+        return verdict
+    alts = [ref.step(variant, inp.dtype, inp.hyper, inp.state, inp.grads, flush=flush, ieee=True)]
+    verdict = compare(exact, observed, k, fields, alts)
+    if verdict.ill or not verdict.ok:
+        alts.append(ref.step(variant, inp.dtype, inp.hyper, inp.state, inp.grads, flush=flush, ieee="quotient-first"))
+        verdict = compare(exact, observed, k, fields, alts)
     return verdict
 
 

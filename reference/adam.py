@@ -184,14 +184,15 @@ def compute_dtype(variant: Variant, dtype: str) -> str:
 
 def step(variant: Variant, dtype: str, hyper: Hyper, state: AdamState | ExactState,
          grads: Sequence[Grad], *, mode: str = "rounded", flush: Collection[str] = (),
-         precision: int = DEFAULT_PRECISION, ieee: bool = False) -> StepResult:
+         precision: int = DEFAULT_PRECISION, ieee: bool | str = False) -> StepResult:
     """One exact Adam step of `variant` from `state` with `grads` (see module doc).
     `flush`: the dtypes whose operations flush subnormal inputs and results to zero
     (TF1's float32 beta powers follow "float32" whatever the parameter dtype).
     `ieee`: the outcome of the plain op order, whose intermediates (g * g, a sum of
     squares, b - a in a moment update) overflow to inf where the exact value decides
     it; where the exact step leaves an element ill-conditioned by such an overflow, a
-    correct backend gives one of the two."""
+    correct backend gives one of the two. ieee="quotient-first": the same for an order
+    that forms m / den before scaling it (the kernels scale first)."""
     with gmpy2.context(precision=precision), np.errstate(all="ignore"):
         ex = state if isinstance(state, ExactState) else _exact_state(state, dtype, flush)
         return _step(variant, dtype, hyper, ex, list(grads), mode, flush, ieee)
@@ -378,7 +379,7 @@ def _scale_by_norm(A: Arith, g: Tracked, norm: Tracked, c: Tracked) -> Tracked:
 
 
 def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: list[Grad],
-          mode: str, flush: Collection[str] = (), ieee: bool = False) -> StepResult:
+          mode: str, flush: Collection[str] = (), ieee: bool | str = False) -> StepResult:
     hyper = resolved(hyper)   # a callable hyperparameter counts with its value at step time
     _validate(variant, hyper, st, grads)
     # scalars held off the dtype's grid make even additions round in its subnormal range

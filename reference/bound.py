@@ -16,6 +16,7 @@ Elements are judged in one of three ways, and each verdict counts them:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import gmpy2
@@ -107,12 +108,14 @@ def element_ratios(exact: np.ndarray, scale: np.ndarray, margin: np.ndarray,
 
 
 def compare(result: StepResult, observed: AdamState, k: float,
-            fields: tuple[str, ...] | None = None, alternative: StepResult | None = None) -> Verdict:
+            fields: tuple[str, ...] | None = None,
+            alternative: StepResult | Sequence[StepResult] | None = None) -> Verdict:
     """Judge a backend's state after one step against the exact result; `alternative`,
-    the plain order's IEEE outcome (see module doc), judges the elements an overflow
-    left ill-conditioned."""
+    the IEEE outcome of the plain order (or of each order given, see module doc),
+    judges the elements an overflow or underflow left ill-conditioned."""
+    alts = [] if alternative is None else [alternative] if isinstance(alternative, StepResult) else list(alternative)
     with np.errstate(all="ignore"):
-        return _compare(result, observed, k, fields, alternative)
+        return _compare(result, observed, k, fields, alts)
 
 
 def _element(t: Tracked, o: np.ndarray, dtype: str, k: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -121,7 +124,7 @@ def _element(t: Tracked, o: np.ndarray, dtype: str, k: float) -> tuple[np.ndarra
 
 
 def _compare(result: StepResult, observed: AdamState, k: float, fields: tuple[str, ...] | None,
-             alternative: StepResult | None) -> Verdict:
+             alternatives: list[StepResult]) -> Verdict:
     dtype = result.dtype
     problems: list[str] = []
     stats: dict[str, FieldStats] = {}
@@ -140,7 +143,7 @@ def _compare(result: StepResult, observed: AdamState, k: float, fields: tuple[st
             problems.append(f"{name}: {len(obs_list)} arrays returned for {len(ex_list)} variables")
             continue
         st = FieldStats(name)
-        alt_list = alternative.state.fields().get(name) if alternative is not None else None
+        alt_lists = [a.state.fields().get(name) for a in alternatives]
         for i, (t, o) in enumerate(zip(ex_list, obs_list)):
             o = np.asarray(o)
             if o.shape != t.shape:
@@ -150,13 +153,17 @@ def _compare(result: StepResult, observed: AdamState, k: float, fields: tuple[st
                 problems.append(f"{name}[{i}] has dtype {dtype_name(o.dtype)}, expected {dtype}")
                 continue
             r, ill, ieee = _element(t, o, dtype, k)
-            if alt_list is not None and ill.any():
-                # an overflow left these ill: the backend gives the exact step's result
-                # (no intermediate overflowed) or the plain order's IEEE outcome
+            left = ill
+            for alt_list in alt_lists:
+                if alt_list is None or not ill.any():
+                    continue
+                # an overflow or underflow left these ill: the backend gives the exact
+                # step's result or the IEEE outcome of one of the orders
                 r2, ill2, _ = _element(alt_list[i], o, dtype, k)
                 saved = ill & ~ill2
                 r = np.where(saved, np.fmin(np.where(np.isnan(r), math.inf, r), r2), r)
-                ill, ieee = ill & ~saved, ieee | saved
+                left, ieee = left & ~saved, ieee | saved
+            ill = left
             r = np.where(ill, 0.0, r).ravel()
             st.n += r.size
             st.ill += int(np.count_nonzero(ill))

@@ -196,7 +196,7 @@ def to_float64(t: Tracked) -> np.ndarray:
 class Arith:
     """Tracked operations for one target format."""
 
-    def __init__(self, dtype: str, flush: bool = False, off_grid: bool = False, ieee: bool = False) -> None:
+    def __init__(self, dtype: str, flush: bool = False, off_grid: bool = False, ieee: bool | str = False) -> None:
         """off_grid: operands may lie off the format's grid (scalars held in a wider
         type), so an addition can round in the subnormal range too. ieee: every
         operation, and the plain op order inside the composites (b - a in a lerp, the
@@ -205,7 +205,10 @@ class Arith:
         (g*g far below the subnormal range): the outcome of an implementation that
         forms them so."""
         self.fmt = fmt(dtype)
-        self.ieee = ieee
+        self.ieee = bool(ieee)
+        # the update alpha * m / den: the kernels scale m first; ieee="quotient-first"
+        # is the outcome of an order that divides first (see sub_quotient)
+        self.quotient_first = ieee == "quotient-first"
         self.flush = flush
         if flush:
             # a result below the smallest normal number may become 0: that number / u,
@@ -301,8 +304,9 @@ class Arith:
         """p - alpha * num / den in two exact operations (a quotient and a fused
         multiply-add); S is that of the three separate roundings a backend spends. The
         plain order (the TF kernel's, Keras's) forms alpha * num before dividing, so in
-        ieee mode num / den alone neither overflows nor rounds."""
-        q = self.div(num, den, plain=False)
+        ieee mode num / den alone neither overflows nor rounds; with quotient_first it
+        is num / den that is formed, and alpha * num that is not."""
+        q = self.div(num, den, plain=self.quotient_first)
         upd_f = alpha.f * q.f
         # the order (alpha * num) / den can underflow before the division: eta / |den|
         with np.errstate(divide="ignore"):
@@ -316,7 +320,7 @@ class Arith:
         margin = self._ovf(alpha.f * num.f, margin, alpha.f, num.f)
         x = _fma(-mp(alpha), q.x, p.x) if isinstance(q.x, np.ndarray) else p.x - mp(alpha) * q.x
         out = Tracked(x, f, s, margin)
-        if self.ieee:
+        if self.ieee and not self.quotient_first:
             # alpha * num formed first, then divided by den (> 0): its overflow is the update's sign
             inputs = np.minimum(np.minimum(p.margin, q.margin), alpha.margin)
             prod = alpha.f * num.f

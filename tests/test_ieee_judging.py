@@ -196,3 +196,46 @@ def test_a_float64_scale_past_the_double_range_still_judges():
     assert verdict.ok and verdict.fields["m"].ill == 0
     obs.m[0] = obs.m[0] * 0.5
     assert not compare(res, obs, 8).ok
+
+
+def test_a_zero_divisor_in_the_plain_order_is_judged():
+    """float16, epsilon 0, v = 0, g = 1e-4: g*g rounds to 0, so the plain order divides
+    m by an exact 0 and the variable becomes inf; a backend that gives a finite value
+    there fails, where the element used to be left unjudged."""
+    variant = SPEC.variant("tf1")
+    p = np.array([1.0, 0.5], F16)
+    st = AdamState([p], [np.array([0.0, 0.25], F16)], [np.array([0.0, 1.0], F16)], 0)
+    st.beta1_power, st.beta2_power = float(np.float32(0.875)), float(np.float32(0.995))
+    h = Hyper(learning_rate=0.002, beta_1=0.875, beta_2=0.995, epsilon=0.0)
+    g = [np.array([1e-4, 0.5], F16)]
+    inp = StepInput("tf1", "float16", h, st, tuple(g))
+    exact = step(variant, "float16", h, st, g)
+    plain = step(variant, "float16", h, st, g, ieee=True).state.rounded("float16")
+    assert np.isinf(plain.params[0][0].astype(np.float64))
+    verdict = judge(variant, inp, exact, plain, 8, ())
+    assert verdict.ok and verdict.ill == 0
+    finite = plain.copy()
+    finite.params[0] = np.array([0.0, plain.params[0][1]], F16)
+    assert not judge(variant, inp, exact, finite, 8, ()).ok
+
+
+def test_either_order_of_the_update_is_accepted_where_one_overflows():
+    """float32, v = 0 and g = 0, so the denominator is epsilon alone: m / eps = 3.5e38
+    overflows, alpha * m / eps = 3e35 does not. A backend that divides first gives inf,
+    one that scales first (the kernels) a finite value: both pass, a third value fails."""
+    variant = SPEC.variant("keras-legacy")
+    f32 = np.float32
+    st = AdamState([np.array([-1.0], f32)], [np.array([-4e31], f32)], [np.array([0.0], f32)], iterations=1)
+    h = Hyper(learning_rate=0.002, beta_1=0.875, beta_2=0.995, epsilon=1e-7)
+    g = [np.array([0.0], f32)]
+    inp = StepInput("keras-legacy", "float32", h, st, tuple(g))
+    exact = step(variant, "float32", h, st, g)
+    scaled = step(variant, "float32", h, st, g, ieee=True).state.rounded("float32")
+    divided = step(variant, "float32", h, st, g, ieee="quotient-first").state.rounded("float32")
+    assert np.isfinite(scaled.params[0][0]) and np.isinf(divided.params[0][0])
+    for obs in (scaled, divided):
+        verdict = judge(variant, inp, exact, obs, 8, ())
+        assert verdict.ok and verdict.ill == 0, verdict
+    moved_less = scaled.copy()
+    moved_less.params[0] = scaled.params[0] * f32(0.5)
+    assert not judge(variant, inp, exact, moved_less, 8, ()).ok
