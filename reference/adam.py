@@ -494,7 +494,10 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
             # two orders underflow and overflow in different places, so S and the
             # conditioning cover both (and in ieee mode an overflow of either is the outcome)
             mhat = A.div(m2, bc1)
-            upd = _either(A.div(A.mul(lr, mhat), den), A.mul(lr, A.div(mhat, den)))
+            # addcdiv is one kernel: where it computes in a wider type (torch's opmath for
+            # half formats) lr * m_hat cannot overflow the format on the way
+            inner = A if held is not None else Arith(dtype, dtype in flush, off_grid=True)
+            upd = _either(A.div(inner.mul(lr, mhat), den), A.mul(lr, A.div(mhat, den)))
             p2_ = _held(held, A.sub(p, upd), p, lr, m2, den, divisor(bc1), divisor(den))
         av2 = None
         if mu is not None:

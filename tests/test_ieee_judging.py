@@ -239,3 +239,14 @@ def test_either_order_of_the_update_is_accepted_where_one_overflows():
     moved_less = scaled.copy()
     moved_less.params[0] = scaled.params[0] * f32(0.5)
     assert not judge(variant, inp, exact, moved_less, 8, ()).ok
+
+
+def test_a_kernel_in_a_wider_type_does_not_overflow_the_format_inside():
+    """torch float16: addcdiv scales m by -lr / (1 - beta_1) in float32 (opmath), so
+    2 * 65504 / 0.1 does not overflow there; v is inf, and the variable does not move.
+    The plain order's outcome must not be the NaN of inf / inf."""
+    variant = SPEC.variant("torch")
+    st = AdamState([np.array(-1.0, F16)], [np.array(0.0, F16)], [np.array(0.0, F16)], iterations=0)
+    h = Hyper(learning_rate=2.0, beta_1=0.875, beta_2=0.995, epsilon=1e-7)
+    plain = step(variant, "float16", h, st, [np.array(65504.0, F16)], ieee=True)
+    assert float(plain.state.params[0].x) == -1.0
