@@ -250,3 +250,27 @@ def test_a_kernel_in_a_wider_type_does_not_overflow_the_format_inside():
     h = Hyper(learning_rate=2.0, beta_1=0.875, beta_2=0.995, epsilon=1e-7)
     plain = step(variant, "float16", h, st, [np.array(65504.0, F16)], ieee=True)
     assert float(plain.state.params[0].x) == -1.0
+
+
+def test_an_order_whose_outcome_is_undecided_fails_nothing():
+    """bfloat16 rounds beta_2 = 0.999 to 1, so alpha is exactly 0, and m / eps (4e8 /
+    1e-30) lies near the top of the range. Scaling first gives 0 * m / eps = 0, and the
+    variable stays. Dividing first gives 0 * inf = NaN if m / eps overflows, which the
+    error bound cannot decide. A NaN is then left unjudged, not failed, and the kernel's
+    value still passes."""
+    import ml_dtypes
+
+    bf = ml_dtypes.bfloat16
+    variant = SPEC.variant("tf1")
+    st = AdamState([np.array([-1.0], bf)], [np.array([0.0], bf)], [np.array([0.0], bf)], iterations=0)
+    h = Hyper(learning_rate=0.002, beta_1=0.875, beta_2=0.999, epsilon=1e-30)
+    g = [np.array([-2.0 ** 32], bf)]
+    inp = StepInput("tf1", "bfloat16", h, st, tuple(g))
+    exact = step(variant, "bfloat16", h, st, g)
+    kernel = step(variant, "bfloat16", h, st, g, ieee=True).state.rounded("bfloat16")
+    assert float(kernel.params[0][0]) == -1.0
+    assert judge(variant, inp, exact, kernel, 8, ()).ok
+    nan = kernel.copy()
+    nan.params[0] = np.array([np.nan], bf)
+    verdict = judge(variant, inp, exact, nan, 8, ())
+    assert verdict.ok and verdict.fields["params"].ill == 1
