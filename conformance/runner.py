@@ -49,10 +49,10 @@ from adamconf.verdicts import (
 
 BINS = (0.0, 0.01, 0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
 API = "api"
-API_WORLD_SECONDS = 30.0
+API_WORLD_SECONDS = 30.0   # building an API world may import a framework: at least this long
 # Each check steers hypothesis towards its largest err/(u*S): the worst case a
 # conformance table reports is searched for, not only sampled.
-TARGET_LABEL = "err/(u*S)"   # building an API world may import a framework: at least this long
+TARGET_LABEL = "err/(u*S)"
 
 
 @dataclass(frozen=True)
@@ -392,10 +392,10 @@ class Runner:
         if reason:
             return CheckRun(chk.name, variant.id, dtype, UNSUPPORTED, k, message=str(reason))
         exact = self.exact_order if chk.kind != "raises" else None   # a refusal is judged the same in both modes
+        flush = tuple(getattr(self.backend, "flushes_denormals", ()))
         if exact:
             k = 0.0
-            reason = exact_mode.unsupported(variant, dtype, chk.features,
-                                            tuple(getattr(self.backend, "flushes_denormals", ())))
+            reason = exact_mode.unsupported(variant, dtype, chk.features, flush)
             if reason:
                 return CheckRun(chk.name, variant.id, dtype, UNSUPPORTED, k, message=reason)
         if self.hung:
@@ -406,7 +406,6 @@ class Runner:
         largest: list[StepInput] = []   # the passing input with the most elements: for the determinism check
         bound: list[bool] = []          # per example before any failure: does it bind the feature?
         failing: list[bool] = []        # set at the first failure (shrinking replays are not counted)
-        flush = tuple(getattr(self.backend, "flushes_denormals", ()))
 
         def one(inp: StepInput) -> Outcome:
             if hung:
@@ -483,7 +482,7 @@ class Runner:
         run.binding_examples = len(bound)
         run.binding = sum(bound) / len(bound) if bound else None
         cell = Cell(variant.id, dtype, chk.name)
-        run.worst_case = worst.record(variant, tuple(getattr(self.backend, "flushes_denormals", ())),
+        run.worst_case = worst.record(variant, flush,
                                       next(iter(self.clauses_of(cell)), ""), chk.name,
                                       worst_mod.replay_command(self.out, cell.id, self.backend_ref))
         run.by_step = worst.steps() if chk.kind == "trajectory" else None

@@ -37,6 +37,7 @@ from adamconf.reference.tracked import (
     exact,
     fmt,
     from_array,
+    margin_of,
     mp,
     to_float64,
 )
@@ -383,7 +384,11 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
     hyper = resolved(hyper)   # a callable hyperparameter counts with its value at step time
     _validate(variant, hyper, st, grads)
     # scalars held off the dtype's grid make even additions round in its subnormal range
-    A = Arith(dtype, dtype in flush, off_grid=compute_dtype(variant, dtype) != dtype, ieee=ieee)
+    wider = compute_dtype(variant, dtype) != dtype
+    A = Arith(dtype, dtype in flush, off_grid=wider, ieee=ieee)
+    # addcdiv is one kernel: where it computes in a wider type (torch's opmath for half
+    # formats) lr * m_hat cannot overflow the format on the way, so it is formed outside ieee mode
+    kernel = Arith(dtype, dtype in flush, off_grid=True) if wider else A
     sc = _Scalars(variant, dtype, mode, dtype in flush)
     t = st.iterations + 1
     notes: list[str] = []
@@ -465,7 +470,7 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
             p = A.sub(p, A.mul(A.mul(p, wd), lr))
         # the new moments and variable are held in the format by every implementation
         # (unless it computes in a wider one): where they overflow decidedly, they are inf
-        held = A if compute_dtype(variant, dtype) == dtype else None
+        held = None if wider else A
         m2 = _held(held, A.lerp(m, g, c1, b1), m, g)
         g_sq = g2 if g2 is not None else A.mul(g, g)
         # g*g past the range: inf in every order, except torch's lerp form for a weight of
@@ -494,10 +499,7 @@ def _step(variant: Variant, dtype: str, hyper: Hyper, st: ExactState, grads: lis
             # two orders underflow and overflow in different places, so S and the
             # conditioning cover both (and in ieee mode an overflow of either is the outcome)
             mhat = A.div(m2, bc1)
-            # addcdiv is one kernel: where it computes in a wider type (torch's opmath for
-            # half formats) lr * m_hat cannot overflow the format on the way
-            inner = A if held is not None else Arith(dtype, dtype in flush, off_grid=True)
-            upd = _either(A.div(inner.mul(lr, mhat), den), A.mul(lr, A.div(mhat, den)))
+            upd = _either(A.div(kernel.mul(lr, mhat), den), A.mul(lr, A.div(mhat, den)))
             p2_ = _held(held, A.sub(p, upd), p, lr, m2, den, divisor(bc1), divisor(den))
         av2 = None
         if mu is not None:
@@ -530,12 +532,7 @@ def _either(a: Tracked, b: Tracked) -> Tracked:
 def _held(A: Arith | None, t: Tracked, *inputs: Tracked | Any) -> Tracked:
     """t with its decided overflows made inf (Arith.saturate); `inputs` are t's operands
     (or bare margins), whose conditioning must not hang on an earlier overflow."""
-    if A is None:
-        return t
-    margin: Any = math.inf
-    for i in inputs:
-        margin = np.minimum(margin, i.margin if isinstance(i, Tracked) else i)
-    return A.saturate(t, margin)
+    return t if A is None else A.saturate(t, margin_of(*inputs))
 
 
 def _pow(A: Arith, base: Tracked, n: float) -> Tracked:

@@ -7,11 +7,12 @@ allowance).
 
 Elements are judged in one of three ways, and each verdict counts them:
   bound  |observed - exact| <= K*u*S (the first-order model holds);
-  ieee   the exact outcome is inf or NaN, or an intermediate overflow decides it: the
-         backend matches the exact result within the bound, or the plain op order
-         whose intermediates overflow to inf (`reference.adam.step(ieee=True)`);
+  ieee   the exact outcome is inf or NaN, or the IEEE outcomes of the op orders decide
+         it (`reference.adam.step(ieee=...)`: intermediates that overflow to inf, or
+         round below the normal range to a decided value): the backend matches the
+         exact result within the bound, or one of those outcomes;
   ill    left unjudged: a divisor or square-root argument within K*u*S of zero, or an
-         overflow whose outcome depends on the op order and neither outcome is sound.
+         overflow or underflow whose outcome some order leaves undecided.
 """
 from __future__ import annotations
 

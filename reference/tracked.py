@@ -23,7 +23,10 @@ IEEE outcomes that exact arithmetic decides are kept exact: an infinite result f
 from an infinite operand carries no rounding error, and `Arith.saturate` turns a held
 quantity whose exact value lies so far past the largest finite number that every
 correct order rounds it to infinity into that infinity, so what follows from it is
-judged instead of being left ill-conditioned.
+judged instead of being left ill-conditioned. In ieee mode (`Arith(dtype, ieee=...)`,
+the outcome of one op order) intermediates overflow the same way, and a rounding below
+the normal range that every error within the bound sends to the same subnormal or
+zero becomes that value (`Arith.round_subnormal`).
 """
 from __future__ import annotations
 
@@ -322,7 +325,7 @@ class Arith:
         out = Tracked(x, f, s, margin)
         if self.ieee and not self.quotient_first:
             # alpha * num formed first, then divided by den (> 0): its overflow is the update's sign
-            inputs = np.minimum(np.minimum(p.margin, q.margin), alpha.margin)
+            inputs = margin_of(p, q, alpha)
             prod = alpha.f * num.f
             dec = self._decided(prod, np.abs(prod) + np.abs(alpha.f) * num.s + np.abs(num.f) * alpha.s, inputs)
             out = self._to_inf(out, dec & np.isfinite(p.f) & (den.f > 0),
@@ -474,9 +477,7 @@ class Arith:
         propagated error before t's own rounding)."""
         if not self.ieee:
             return t
-        inputs: Any = math.inf
-        for o in operands:
-            inputs = np.minimum(inputs, o.margin if isinstance(o, Tracked) else o)
+        inputs = margin_of(*operands)
         t = self.saturate(t, inputs)
         return t if prop is None else self.round_subnormal(t, prop, inputs)
 
@@ -513,6 +514,15 @@ class Arith:
         ax, bx = (a.x, b.x) if (a.raw and b.raw) else (mp(a), mp(b))
         return Tracked(np.where(cond, ax, bx), np.where(cond, a.f, b.f),
                        np.where(cond, a.s, b.s), np.where(cond, a.margin, b.margin), a.raw and b.raw)
+
+
+def margin_of(*operands: Tracked | Any) -> Any:
+    """The smallest margin over `operands` (Tracked values, or bare margins): the
+    conditioning a result inherits before its own rounding."""
+    margin: Any = math.inf
+    for o in operands:
+        margin = np.minimum(margin, o.margin if isinstance(o, Tracked) else o)
+    return margin
 
 
 def lerp_nan_prone(a: Tracked, b: Tracked, w: Tracked) -> Any:
